@@ -1,0 +1,86 @@
+"""Config location and strict validation of composed Hydra configs.
+
+Hydra already rejects command-line overrides of keys that do not exist. This module also rejects keys
+that a YAML file adds by mistake: unknown top-level keys, and keys that the ``_target_`` of a node does
+not accept, before anything is built, with a message naming the key and the closest valid names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+CONFIG_DIR = Path(os.environ.get("CROPSSL_CONFIG_DIR", Path(__file__).resolve().parents[2] / "configs"))
+
+#: Keys allowed at the top of a pre-training config (besides ``hydra``).
+PRETRAIN_KEYS = frozenset(
+    {"data", "encoder", "method", "trainer", "logger", "callbacks", "start", "seed", "name", "run_dir", "summary"}
+)
+#: Keys of nodes that are metadata, not constructor arguments.
+META_KEYS = frozenset({"_target_", "_convert_", "_recursive_", "_partial_", "_args_", "name"})
+
+
+class ConfigKeyError(KeyError):
+    """A config holds a key nothing accepts (usually a typo)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _suggest(key: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=3)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _import(path: str) -> Any:
+    module, _, attr = path.rpartition(".")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def check_target_keys(node: Any, where: str) -> None:
+    """Recursively check that every ``_target_`` node only holds keys its target accepts."""
+    if isinstance(node, DictConfig):
+        keys = [str(k) for k in node.keys()]
+        if "_target_" in keys:
+            target = _import(str(node["_target_"]))
+            fn = target.__init__ if inspect.isclass(target) else target
+            params = inspect.signature(fn).parameters
+            accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+            valid = [p for p in params if p != "self"]
+            if not accepts_any:
+                for k in keys:
+                    if k not in META_KEYS and k not in params:
+                        raise ConfigKeyError(
+                            f"unknown config key {where}.{k} for {node['_target_']}.{_suggest(k, valid)} "
+                            f"Valid keys: {sorted(valid)}"
+                        )
+        for k in keys:
+            if not k.startswith("_"):
+                check_target_keys(node._get_node(k), f"{where}.{k}")
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            check_target_keys(item, f"{where}[{i}]")
+
+
+def check_config(cfg: DictConfig, allowed: frozenset[str] = PRETRAIN_KEYS) -> None:
+    """Fail on unknown top-level keys or keys a ``_target_`` does not accept.
+
+    Raises:
+        ConfigKeyError: naming the offending key and suggesting valid ones.
+    """
+    for k in cfg.keys():
+        if k not in allowed and k != "hydra":
+            raise ConfigKeyError(f"unknown top-level config key {k!r}.{_suggest(str(k), allowed)}")
+    for k in cfg.keys():
+        check_target_keys(cfg._get_node(k), str(k))
+    OmegaConf.set_struct(cfg, True)

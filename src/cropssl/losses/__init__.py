@@ -1,0 +1,1 @@
+"""Losses: one pure ``nn.Module`` per SSL objective (no Lightning inside)."""

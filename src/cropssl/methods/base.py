@@ -1,0 +1,124 @@
+"""The thin base every SSL method shares: optimiser, step-based schedule, logging, checkpoint extras.
+
+A method subclass implements :meth:`SSLMethod.shared_step` (views/masks -> encoder -> heads -> loss)
+and nothing else that is generic. Everything that must survive a resume lives in the module's
+``state_dict`` (teachers, buffers) or in the checkpoint's ``cropssl`` entry (plain containers only, so
+``torch.load(weights_only=True)`` accepts the file).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+import torch
+from timm.optim import create_optimizer_v2
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from cropssl.schedules import LR_SCHEDULES
+from cropssl.schema import Batch
+
+
+class SSLMethod(pl.LightningModule):
+    """Base LightningModule of all pre-training methods.
+
+    Args:
+        encoder: The pixel-timeseries encoder being pre-trained.
+        optimizer: ``name`` (any timm optimiser: adamw, lars, lamb, ...), ``lr``, ``weight_decay`` and
+            extra keyword arguments for ``timm.optim.create_optimizer_v2``.
+        schedule: ``name`` (cosine | wsd | constant), ``warmup_steps``, ``total_steps`` (None = the
+            trainer's estimate), and schedule-specific keywords (``final_ratio``, ``decay_fraction``).
+    """
+
+    method_name: ClassVar[str] = "base"
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        optimizer: dict[str, Any] | None = None,
+        schedule: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.optimizer_cfg = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, **dict(optimizer or {})}
+        self.schedule_cfg = {"name": "cosine", "warmup_steps": 0, "total_steps": None, **dict(schedule or {})}
+        if self.schedule_cfg["name"] not in LR_SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule_cfg['name']!r}; choose from {list(LR_SCHEDULES)}")
+        #: Plain-dict extras stored in every checkpoint under ``checkpoint["cropssl"]``.
+        self.checkpoint_extras: dict[str, Any] = {}
+
+    # ---- the one thing a method must implement -------------------------------------------------
+    def shared_step(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Compute the loss of one batch. Returns the loss and extra scalars to log."""
+        raise NotImplementedError
+
+    # ---- Lightning hooks ---------------------------------------------------------------------
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """One optimisation step on a batch."""
+        loss, logs = self.shared_step(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss {loss.item()} at step {self.global_step}: lower the learning rate or check "
+                "the input data for NaN/inf (the ingest masks them; custom data may not)"
+            )
+        bs = len(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for k, v in logs.items():
+            self.log(f"train/{k}", v, batch_size=bs)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        """Validation loss."""
+        loss, _ = self.shared_step(batch)
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch), sync_dist=True)
+
+    def forward(self, batch: Batch) -> Tensor:
+        """Pooled embeddings of the (student) encoder."""
+        return self.encoder(batch)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Move a :class:`Batch` (its tensors) to the device."""
+        if isinstance(batch, Batch):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_train_epoch_start(self) -> None:
+        """Tell the streaming dataset the epoch, so shard order and shuffling change deterministically."""
+        dm = getattr(self.trainer, "datamodule", None)
+        stream = getattr(dm, "train_stream", None)
+        if stream is not None:
+            stream.set_epoch(self.current_epoch)
+
+    def total_steps(self) -> int:
+        """Length of the learning-rate schedule in optimiser steps."""
+        total = self.schedule_cfg.get("total_steps")
+        if total:
+            return int(total)
+        if self._trainer is not None:
+            est = self.trainer.estimated_stepping_batches
+            if est != float("inf"):
+                return int(est)
+        raise ValueError("cannot infer the schedule length: set schedule.total_steps or trainer.max_steps")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """A timm optimiser (no weight decay on norms/biases/embeddings) and a step-based LR schedule."""
+        cfg = dict(self.optimizer_cfg)
+        opt = create_optimizer_v2(
+            self, opt=cfg.pop("name"), lr=cfg.pop("lr"), weight_decay=cfg.pop("weight_decay"), **cfg
+        )
+        sched_cfg = dict(self.schedule_cfg)
+        fn = LR_SCHEDULES[sched_cfg.pop("name")]
+        sched_cfg.pop("total_steps", None)
+        lam = functools.partial(fn, total_steps=self.total_steps(), **sched_cfg)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": LambdaLR(opt, lam), "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store what export and lineage need, as plain containers."""
+        checkpoint["cropssl"] = {
+            "method": self.method_name,
+            "encoder_config": dict(getattr(self.encoder, "config", {})),
+            **self.checkpoint_extras,
+        }

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+
+from cropssl.data.datamodule import PixelDataModule, PixelStream, make_loader
+from cropssl.data.shards import ShardError, write_shards
+from tests.conftest import make_samples
+
+
+@pytest.fixture
+def shard_dir(tmp_path):
+    write_shards(make_samples(1000, seed=1), tmp_path / "sh", samples_per_record=50, records_per_shard=2)
+    return tmp_path / "sh"  # 10 shards of 100 samples
+
+
+def _ids(loader):
+    return [sid for b in loader for sid in b.meta["sample_id"]]
+
+
+def test_one_pass_sees_every_sample_once_normalised(shard_dir):
+    stream = PixelStream(shard_dir, batch_size=64, shuffle_buffer=200, seed=0)
+    batches = list(stream)
+    ids = [i for b in batches for i in b.meta["sample_id"]]
+    assert sorted(ids) == sorted(f"s1_{i:05d}" for i in range(1000))
+    b = batches[0]
+    assert b.x.shape == (64, 12, 17) and b.x.dtype == torch.float32
+    assert (b.x[b.mask] == 0).all()
+    assert b.x[..., 2][~b.mask[..., 2]].max() < 1.0  # S2 reflectance / 1e4
+
+
+def test_deterministic_given_seed_and_shuffled(shard_dir):
+    a = _ids(PixelStream(shard_dir, batch_size=64, shuffle_buffer=300, seed=5))
+    b = _ids(PixelStream(shard_dir, batch_size=64, shuffle_buffer=300, seed=5))
+    c = _ids(PixelStream(shard_dir, batch_size=64, shuffle_buffer=300, seed=6))
+    assert a == b and a != c
+    assert a != sorted(a)  # shuffled
+
+
+def test_epoch_changes_order(shard_dir):
+    s = PixelStream(shard_dir, batch_size=64, shuffle_buffer=300, seed=5)
+    a = _ids(s)
+    s.set_epoch(1)
+    assert _ids(s) != a
+
+
+def test_workers_split_shards_without_duplicates(shard_dir):
+    stream = PixelStream(shard_dir, batch_size=50, shuffle_buffer=0, shuffle_shards=False)
+    ids = _ids(make_loader(stream, num_workers=2))
+    assert len(ids) == 1000 and len(set(ids)) == 1000
+
+
+def test_resampled_mode_yields_fixed_steps_with_workers(shard_dir):
+    stream = PixelStream(shard_dir, batch_size=32, shuffle_buffer=100, resampled=True, steps_per_epoch=7)
+    assert len(list(stream)) == 7
+    assert len(list(make_loader(stream, num_workers=2))) == 7
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        PixelStream(shard_dir, resampled=True)
+
+
+def test_nodes_get_disjoint_shards(shard_dir, monkeypatch):
+    import cropssl.data.datamodule as dm
+
+    seen = []
+    for rank in range(2):
+        monkeypatch.setattr(dm, "_rank_world", lambda r=rank: (r, 2))
+        seen.append(set(_ids(PixelStream(shard_dir, batch_size=50, shuffle_buffer=0))))
+    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 1000
+
+
+def test_corrupt_shard_fails_or_is_skipped_and_counted(shard_dir):
+    bad = shard_dir / "shard-000003.tar"
+    bad.write_bytes(bad.read_bytes()[:3000])
+    with pytest.raises(ShardError, match="shard-000003.tar"):
+        list(PixelStream(shard_dir, batch_size=50, shuffle_buffer=0))
+    stream = PixelStream(shard_dir, batch_size=50, shuffle_buffer=0, skip_corrupt=True)
+    ids = _ids(stream)
+    assert len(ids) == 900 and stream.skipped_shards == [str(bad)]
+
+
+def test_datamodule_loaders(shard_dir):
+    dm = PixelDataModule(train=str(shard_dir), val=str(shard_dir), batch_size=100, steps_per_epoch=3)
+    dm.setup("fit")
+    assert len(list(dm.train_dataloader())) == 3
+    val_ids = _ids(dm.val_dataloader())
+    assert val_ids == sorted(val_ids) and len(val_ids) == 1000
+    assert np.isfinite(next(iter(dm.train_dataloader())).x.numpy()).all()

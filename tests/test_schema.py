@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from cropssl.schema import BANDS, NORM_ADD, NORM_DIV, Batch, PixelSamples, normalize
+from tests.conftest import PRESTO, make_samples, require_shared
+
+
+def test_bands_follow_presto_order_and_fixture_constants():
+    require_shared(PRESTO / "reference_embeddings.npz")
+    ref = np.load(PRESTO / "reference_embeddings.npz")
+    assert tuple(str(b) for b in ref["band_names"]) == BANDS
+    np.testing.assert_allclose(NORM_ADD, ref["add"])
+    np.testing.assert_allclose(NORM_DIV, ref["div"])
+
+
+def test_normalize_matches_presto_fixture():
+    require_shared(PRESTO / "reference_embeddings.npz")
+    ref = np.load(PRESTO / "reference_embeddings.npz")
+    got = normalize(ref["x_raw"])
+    np.testing.assert_allclose(got, ref["x_normalized"], atol=1e-5)
+
+
+def test_normalize_ndvi_from_normalised_bands_by_hand():
+    x = np.zeros((1, 1, 17), np.float32)
+    x[0, 0, BANDS.index("B8")] = 3000.0
+    x[0, 0, BANDS.index("B4")] = 1000.0
+    x[0, 0, BANDS.index("VV")] = -10.0
+    x[0, 0, BANDS.index("temperature_2m")] = 290.0
+    y = normalize(x)
+    assert y[0, 0, BANDS.index("NDVI")] == pytest.approx((0.3 - 0.1) / (0.3 + 0.1))
+    assert y[0, 0, BANDS.index("VV")] == pytest.approx((-10 + 25) / 25)
+    assert y[0, 0, BANDS.index("temperature_2m")] == pytest.approx((290 - 272.15) / 35, rel=1e-6)
+    # zero denominator -> 0, never NaN
+    assert normalize(np.zeros((2, 17)))[:, 16].tolist() == [0.0, 0.0]
+
+
+def test_normalize_zeroes_missing_and_rejects_wrong_band_count():
+    s = make_samples(4)
+    y = normalize(s.x, s.mask)
+    assert (y[s.mask] == 0).all()
+    with pytest.raises(ValueError, match="17 bands"):
+        normalize(np.zeros((2, 3, 16)))
+
+
+def test_pixel_samples_validates_shapes():
+    s = make_samples(4)
+    with pytest.raises(ValueError, match="bands"):
+        PixelSamples(s.x[..., :16], s.mask[..., :16], s.month, s.latlon, s.label, s.year, {})
+    with pytest.raises(ValueError, match="mask shape"):
+        PixelSamples(s.x, s.mask[:, :5], s.month, s.latlon, s.label, s.year, {})
+
+
+def test_batch_from_samples():
+    s = make_samples(5, T=7)
+    b = Batch.from_samples(s)
+    assert b.x.shape == (5, 7, 17) and b.x.dtype == torch.float32
+    assert b.mask.dtype == torch.bool and b.month.dtype == torch.int64
+    assert (b.dynamic_world == 9).all()
+    assert b.meta["sample_id"][0] == "s0_00000"
+    assert len(b.to("cpu")) == 5

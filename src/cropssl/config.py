@@ -21,7 +21,19 @@ CONFIG_DIR = Path(os.environ.get("CROPSSL_CONFIG_DIR", Path(__file__).resolve().
 
 #: Keys allowed at the top of a pre-training config (besides ``hydra``).
 PRETRAIN_KEYS = frozenset(
-    {"data", "encoder", "method", "trainer", "logger", "callbacks", "start", "seed", "name", "run_dir", "summary"}
+    {
+        "data",
+        "encoder",
+        "method",
+        "trainer",
+        "logger",
+        "callbacks",
+        "start",
+        "seed",
+        "name",
+        "run_dir",
+        "summary",
+    }
 )
 #: Keys of nodes that are metadata, not constructor arguments.
 META_KEYS = frozenset({"_target_", "_convert_", "_recursive_", "_partial_", "_args_", "name"})
@@ -50,7 +62,7 @@ def _import(path: str) -> Any:
 def check_target_keys(node: Any, where: str) -> None:
     """Recursively check that every ``_target_`` node only holds keys its target accepts."""
     if isinstance(node, DictConfig):
-        keys = [str(k) for k in node.keys()]
+        keys = [str(k) for k in node]
         if "_target_" in keys:
             target = _import(str(node["_target_"]))
             fn = target.__init__ if inspect.isclass(target) else target
@@ -77,10 +89,11 @@ def check_config(cfg: DictConfig, allowed: frozenset[str] = PRETRAIN_KEYS) -> No
 
     Raises:
         ConfigKeyError: naming the offending key and suggesting valid ones.
+
     """
-    for k in cfg.keys():
+    for k in cfg:
         if k not in allowed and k != "hydra":
             raise ConfigKeyError(f"unknown top-level config key {k!r}.{_suggest(str(k), allowed)}")
-    for k in cfg.keys():
+    for k in cfg:
         check_target_keys(cfg._get_node(k), str(k))
     OmegaConf.set_struct(cfg, True)

@@ -47,6 +47,7 @@ class MaskedDecoder(nn.Module):
         heads: Attention heads.
         mlp_ratio: MLP expansion.
         max_T: Longest supported sequence.
+
     """
 
     def __init__(
@@ -97,6 +98,7 @@ class MaskedDecoder(nn.Module):
 
         Returns:
             Predicted normalised values ``[B, T, 17]`` (bands outside the dynamic groups are 0).
+
         """
         B, N, _ = tokens.shape
         T = month.shape[1]

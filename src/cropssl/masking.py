@@ -41,6 +41,7 @@ class MaskGenerator:
     Args:
         ratio: Fraction of tokens to mask (0 < ratio < 1).
         strategies: Subset of :data:`STRATEGIES`; one is drawn uniformly per sample.
+
     """
 
     def __init__(self, ratio: float = 0.75, strategies: Sequence[str] = STRATEGIES) -> None:
@@ -54,7 +55,7 @@ class MaskGenerator:
 
     def num_masked(self, T: int, G: int) -> int:
         """Tokens masked per sample on a T x G grid."""
-        return int(round(self.ratio * T * G))
+        return round(self.ratio * T * G)
 
     def structured(self, strategy: str, B: int, T: int, G: int, generator: torch.Generator | None) -> Tensor:
         """The structured part (whole groups / timesteps) of a strategy, ``[B, T, G]`` bool."""
@@ -83,6 +84,7 @@ class MaskGenerator:
         Returns:
             ``mask [B, T, G]`` bool (True = hidden from the encoder by the strategy) and the strategy
             index per sample ``[B]`` (into ``self.strategies``).
+
         """
         choice = torch.randint(0, len(self.strategies), (B,), generator=generator)
         structured = torch.zeros(B, T, G, dtype=torch.bool)

@@ -17,6 +17,7 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int = 0, final_rati
         total_steps: Length of the schedule; later steps stay at ``final_ratio``.
         warmup_steps: Linear warmup length.
         final_ratio: Multiplier at the end of the schedule.
+
     """
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
@@ -39,7 +40,7 @@ def warmup_stable_decay(
     """
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
-    decay_steps = max(1, int(round(decay_fraction * total_steps)))
+    decay_steps = max(1, round(decay_fraction * total_steps))
     decay_start = total_steps - decay_steps
     if step < decay_start:
         return 1.0

@@ -115,6 +115,7 @@ def normalize(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
 
     Returns:
         Normalised float32 array of the same shape.
+
     """
     x = np.asarray(x)
     if x.shape[-1] != NUM_BANDS:
@@ -144,6 +145,7 @@ class PixelSamples:
         year: ``[N]`` int16, year of the label / of the window's end (0 if unknown).
         meta: string arrays of length N for each of :data:`META_KEYS`.
         dynamic_world: optional ``[N, T]`` int8 Dynamic World class (9 = missing).
+
     """
 
     x: np.ndarray
@@ -216,7 +218,9 @@ class PixelSamples:
             label=np.concatenate([p.label for p in parts]),
             year=np.concatenate([p.year for p in parts]),
             meta={
-                k: np.concatenate([np.asarray(p.meta.get(k, np.full(len(p), "", object)), object) for p in parts])
+                k: np.concatenate(
+                    [np.asarray(p.meta.get(k, np.full(len(p), "", object)), object) for p in parts]
+                )
                 for k in sorted(keys)
             },
             dynamic_world=dw,
@@ -235,6 +239,7 @@ class Batch:
         dynamic_world: ``[B, T]`` long, 9 = missing.
         label: ``[B]`` long ``ewoc_code`` or -1.
         meta: per-sample metadata (lists of str / ints); not moved to devices.
+
     """
 
     x: Any

@@ -38,6 +38,7 @@ def resolve_start(cfg: DictConfig, run_dir: Path) -> str | None:
 
     Raises:
         FileNotFoundError: a resume was requested but the run has no ``checkpoints/last.ckpt``.
+
     """
     mode = cfg.start.mode
     if mode == "fresh":

@@ -51,10 +51,11 @@ def shard_files(
             samples = samples.select(samples.label >= 0)
         parts.append(samples)
         reports.append(dataclasses.asdict(report))
+        absent = f", bands absent: {','.join(report.missing_bands)}" if report.missing_bands else ""
         print(
-            f"  {Path(path).name}: {report.format}, {len(samples)} samples"
-            f" ({report.n_skipped_all_missing} all-missing skipped, {report.n_nonfinite_values} NaN/inf values"
-            f" masked{', bands absent: ' + ','.join(report.missing_bands) if report.missing_bands else ''})"
+            f"  {Path(path).name}: {report.format}, {len(samples)} samples "
+            f"({report.n_skipped_all_missing} all-missing skipped, "
+            f"{report.n_nonfinite_values} NaN/inf values masked{absent})"
         )
     samples = PixelSamples.concat(parts)
     if len(samples) == 0:

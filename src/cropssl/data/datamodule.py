@@ -44,6 +44,7 @@ class PixelStream(IterableDataset):
         seed: Base seed; the stream is a function of (seed, epoch, rank, worker).
         drop_last: Drop the last incomplete batch of a (non-resampled) pass.
         skip_corrupt: Skip unreadable shards with a warning instead of failing.
+
     """
 
     def __init__(
@@ -103,7 +104,9 @@ class PixelStream(IterableDataset):
                 if not self.skip_corrupt:
                     raise
                 self.skipped_shards.append(url)
-                log.warning("skipping unreadable shard (%d skipped so far): %s", len(self.skipped_shards), exc)
+                log.warning(
+                    "skipping unreadable shard (%d skipped so far): %s", len(self.skipped_shards), exc
+                )
 
     def _batches(self, records: Iterator[PixelSamples], rng: np.random.Generator) -> Iterator[PixelSamples]:
         pool: PixelSamples | None = None
@@ -173,6 +176,7 @@ class PixelDataModule(pl.LightningDataModule):
         seed: Base seed of the stream.
         skip_corrupt: Skip unreadable shards with a counted warning.
         drop_last: Drop incomplete final batches.
+
     """
 
     def __init__(

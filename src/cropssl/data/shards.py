@@ -86,6 +86,7 @@ def decode_record(record: dict[str, Any]) -> PixelSamples:
 
     Raises:
         ShardError: naming the shard and record when a file is missing or inconsistent.
+
     """
     url = f"{record.get('__url__', '?')} (record {record.get('__key__', '?')})"
     missing = [f"{k}.npy" for k in _ARRAYS if f"{k}.npy" not in record] + (
@@ -152,6 +153,7 @@ def write_shards(
 
     Returns:
         The manifest dict that was written.
+
     """
     out = Path(out_dir)
     if out.exists() and not overwrite:
@@ -307,6 +309,7 @@ def iter_shard(url: str) -> Iterator[PixelSamples]:
 
     Raises:
         ShardError: if the shard is missing, truncated or corrupt.
+
     """
     import webdataset as wds
 

@@ -19,6 +19,7 @@ class MaskedMSELoss(nn.Module):
             pred: Predictions, any shape.
             target: Targets, same shape.
             mask: Boolean, same shape; True = value counts.
+
         """
         if pred.shape != target.shape or mask.shape != pred.shape:
             raise ValueError(f"shape mismatch: pred {pred.shape}, target {target.shape}, mask {mask.shape}")

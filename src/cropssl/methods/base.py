@@ -30,6 +30,7 @@ class SSLMethod(pl.LightningModule):
             extra keyword arguments for ``timm.optim.create_optimizer_v2``.
         schedule: ``name`` (cosine | wsd | constant), ``warmup_steps``, ``total_steps`` (None = the
             trainer's estimate), and schedule-specific keywords (``final_ratio``, ``decay_fraction``).
+
     """
 
     method_name: ClassVar[str] = "base"
@@ -45,7 +46,9 @@ class SSLMethod(pl.LightningModule):
         self.optimizer_cfg = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, **dict(optimizer or {})}
         self.schedule_cfg = {"name": "cosine", "warmup_steps": 0, "total_steps": None, **dict(schedule or {})}
         if self.schedule_cfg["name"] not in LR_SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule_cfg['name']!r}; choose from {list(LR_SCHEDULES)}")
+            raise ValueError(
+                f"unknown schedule {self.schedule_cfg['name']!r}; choose from {list(LR_SCHEDULES)}"
+            )
         #: Plain-dict extras stored in every checkpoint under ``checkpoint["cropssl"]``.
         self.checkpoint_extras: dict[str, Any] = {}
 

@@ -27,6 +27,7 @@ class MAE(SSLMethod):
         decoder_heads: Decoder attention heads.
         optimizer: Optimiser settings, see :class:`SSLMethod`.
         schedule: Learning-rate schedule settings, see :class:`SSLMethod`.
+
     """
 
     method_name = "mae"

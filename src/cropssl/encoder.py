@@ -1,0 +1,685 @@
+"""The pixel-timeseries transformer encoder, compatible with the published Presto weights.
+
+The architecture follows Presto (Tseng et al. 2023, ``nasaharvest/presto``, ``presto/presto.py``):
+
+* every channel group of :data:`cropssl.schema.BAND_GROUPS` becomes one token per timestep through its own
+  ``Linear(len(group), d)`` (``eo_patch_embed.<group>``); the static ``SRTM`` group becomes a single
+  token built from the first timestep;
+* Dynamic World classes become one token per timestep (``nn.Embedding(10, d)``, class 9 = missing);
+* lat/lon becomes one token: ``Linear(3, d)`` on the cartesian ``(x, y, z)`` of the point on the unit
+  sphere;
+* to every per-timestep token the concatenation ``[month (d/4) | channel (d/4) | position (d/2)]`` is
+  added: a fixed sin/cos month table, a learned channel embedding (one row per group plus a last one for
+  Dynamic World) and a fixed sinusoidal position table indexed by the timestep. The SRTM token only
+  gets its channel embedding (month and position parts are zero); the lat/lon token gets nothing;
+* ``depth`` pre-norm transformer blocks (timm layout, qkv bias, LayerNorm, GELU MLP);
+* the embedding is the LayerNorm of the mean of the final tokens over the non-missing tokens.
+
+A token ``(group g, timestep t)`` is missing if *any* band of ``g`` is missing at ``t`` (Presto takes the
+max of the group's mask). Presto drops missing tokens by sorting each sample; here they stay in place
+and are excluded with a key padding mask in attention and a masked mean, so a batch with different
+masks per sample gives exactly the per-sample result, with static shapes (traceable, no per-sample
+Python loops, no boolean gathers).
+
+Token layout (see :meth:`PixelTimeSeriesEncoder.token_layout`), Presto's order::
+
+    [latlon] + [group_0 x T] + ... + [SRTM x 1] + ... + [group_k x T] + [dynamic_world x T]
+
+This module imports only torch (and the schema), so exported models load without extra dependencies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cropssl.schema import BAND_GROUPS, DW_CLASSES, DW_MISSING, GROUP_NAMES, NUM_BANDS, STATIC_GROUPS, Batch
+
+__all__ = [
+    "Attention",
+    "Block",
+    "DropPath",
+    "Mlp",
+    "PixelTimeSeriesEncoder",
+    "cartesian",
+    "month_encoding_table",
+    "sinusoid_encoding_table",
+]
+
+#: Presto's channel-embedding row of each group in the published weights (Dynamic World is the last row).
+PRESTO_GROUP_ORDER: tuple[str, ...] = GROUP_NAMES
+PRESTO_DW_ROW = len(PRESTO_GROUP_ORDER)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# fixed encodings
+# ----------------------------------------------------------------------------------------------------------
+def sinusoid_encoding_table(n_positions: int, d_hid: int, base: float = 1000.0) -> Tensor:
+    """Presto's sinusoidal position table, computed in float64 exactly like the reference, then float32.
+
+    Args:
+        n_positions: Number of positions (rows).
+        d_hid: Encoding size (columns).
+        base: Wavelength base (Presto uses 1000).
+
+    Returns:
+        ``[n_positions, d_hid]`` float32 table; even columns are sines, odd columns cosines.
+
+    """
+    rows = []
+    for pos in range(n_positions):
+        angles = [pos / math.pow(base, 2 * (j // 2) / d_hid) for j in range(d_hid)]
+        rows.append([math.sin(a) if j % 2 == 0 else math.cos(a) for j, a in enumerate(angles)])
+    return torch.tensor(rows, dtype=torch.float64).reshape(n_positions, d_hid).float()
+
+
+def month_encoding_table(d_hid: int) -> Tensor:
+    """Presto's month table: ``d_hid/2`` copies of ``sin(2 pi m / 12)`` then as many of the cosine.
+
+    Args:
+        d_hid: Encoding size, must be even.
+
+    Returns:
+        ``[12, d_hid]`` float32 table, row ``m`` for month ``m`` (0 = January).
+
+    """
+    if d_hid % 2:
+        raise ValueError(f"month encoding size must be even, got {d_hid}")
+    angles = torch.arange(12, dtype=torch.float64) / (12 / (2 * math.pi))
+    half = d_hid // 2
+    return torch.cat(
+        [angles.sin()[:, None].expand(12, half), angles.cos()[:, None].expand(12, half)], 1
+    ).float()
+
+
+def cartesian(latlon: Tensor) -> Tensor:
+    """Lat/lon in degrees ``[B, 2]`` to the cartesian point ``[B, 3]`` on the unit sphere (Presto)."""
+    rad = latlon * (math.pi / 180)
+    lat, lon = rad[:, 0], rad[:, 1]
+    return torch.stack([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()], dim=-1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# transformer blocks (timm layout and parameter names, with a key padding mask)
+# ----------------------------------------------------------------------------------------------------------
+class DropPath(nn.Module):
+    """Stochastic depth per sample (identity in eval mode or with ``p == 0``)."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Drop whole residual branches of random samples, rescaling the kept ones."""
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f"p={self.p}"
+
+
+class Attention(nn.Module):
+    """Multi-head self attention with a fused qkv projection, using ``F.scaled_dot_product_attention``.
+
+    Parameter names (``qkv``, ``proj``) match timm's / Presto's ``Attention``.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"d={dim} must be divisible by heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """Attend.
+
+        Args:
+            x: ``[B, N, C]`` tokens.
+            attn_mask: Optional boolean ``[B, 1, 1, N]`` (or broadcastable), True = key takes part.
+
+        Returns:
+            ``[B, N, C]``.
+
+        """
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class Mlp(nn.Module):
+    """Two-layer GELU MLP (timm's ``Mlp`` names: ``fc1``, ``fc2``)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply ``fc2(gelu(fc1(x)))``."""
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with the state-dict names of timm / Presto (``norm1, attn, norm2, mlp``)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """Residual attention then residual MLP; ``attn_mask`` as in :meth:`Attention.forward`."""
+        x = x + self.drop_path(self.attn(self.norm1(x), attn_mask))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the encoder
+# ----------------------------------------------------------------------------------------------------------
+def _group_slice(idx: Sequence[int]) -> slice | list[int]:
+    """Return a slice for a contiguous band group (cheap view), else the index list."""
+    idx = list(idx)
+    if idx == list(range(idx[0], idx[-1] + 1)):
+        return slice(idx[0], idx[-1] + 1)
+    return idx
+
+
+class PixelTimeSeriesEncoder(nn.Module):
+    """Presto-compatible pixel time series transformer.
+
+    Args:
+        d: Token / embedding size.
+        depth: Number of transformer blocks.
+        heads: Attention heads.
+        mlp_ratio: MLP hidden size as a multiple of ``d``.
+        max_T: Largest number of timesteps accepted (size of the position table; 72 covers dekadal data).
+        groups: Channel groups used as tokens (names of :data:`cropssl.schema.BAND_GROUPS`); default all
+            9. They are kept in the schema's order.
+        use_dynamic_world: Add one Dynamic World token per timestep.
+        use_latlon: Add the lat/lon token.
+        channel_embed_ratio: Share of ``d`` used by the learned channel embedding.
+        month_embed_ratio: Share of ``d`` used by the fixed month encoding; the rest is the position table.
+        drop_path: Stochastic depth rate of the last block (linearly increasing from 0).
+
+    Attributes:
+        embed_dim: Output size ``d``.
+        config: Constructor arguments (JSON-serialisable); ``PixelTimeSeriesEncoder(**enc.config)``
+            rebuilds the architecture.
+
+    """
+
+    def __init__(
+        self,
+        d: int = 128,
+        depth: int = 2,
+        heads: int = 8,
+        mlp_ratio: float = 4.0,
+        max_T: int = 72,
+        groups: Sequence[str] | None = None,
+        use_dynamic_world: bool = True,
+        use_latlon: bool = True,
+        channel_embed_ratio: float = 0.25,
+        month_embed_ratio: float = 0.25,
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if groups is None:
+            groups = GROUP_NAMES
+        elif isinstance(groups, str):
+            groups = [groups]
+        unknown = [g for g in groups if g not in BAND_GROUPS]
+        if unknown:
+            raise ValueError(f"unknown channel groups {unknown}; expected names from {list(GROUP_NAMES)}")
+        if not groups:
+            raise ValueError("at least one channel group is required")
+        self.groups: tuple[str, ...] = tuple(g for g in GROUP_NAMES if g in set(groups))
+        if max_T < 1:
+            raise ValueError(f"max_T must be >= 1, got {max_T}")
+
+        self.d = int(d)
+        self.embed_dim = self.d
+        self.depth = int(depth)
+        self.heads = int(heads)
+        self.mlp_ratio = float(mlp_ratio)
+        self.max_T = int(max_T)
+        self.use_dynamic_world = bool(use_dynamic_world)
+        self.use_latlon = bool(use_latlon)
+        self.channel_embed_ratio = float(channel_embed_ratio)
+        self.month_embed_ratio = float(month_embed_ratio)
+        self.drop_path_rate = float(drop_path)
+
+        # Presto's split of d: [month | channel | position]
+        self.pos_dim = int(self.d * (1 - (self.channel_embed_ratio + self.month_embed_ratio)))
+        self.channel_dim = int(self.d * self.channel_embed_ratio)
+        self.month_dim = int(self.d * self.month_embed_ratio)
+        if self.pos_dim + self.channel_dim + self.month_dim != self.d:
+            raise ValueError(
+                f"month ({self.month_dim}) + channel ({self.channel_dim}) + position ({self.pos_dim}) "
+                f"embedding sizes must add up to d={self.d}; adjust the ratios"
+            )
+
+        self.eo_patch_embed = nn.ModuleDict({g: nn.Linear(len(BAND_GROUPS[g]), self.d) for g in self.groups})
+        self.dw_embed = nn.Embedding(DW_CLASSES, self.d) if self.use_dynamic_world else None
+        self.latlon_embed = nn.Linear(3, self.d) if self.use_latlon else None
+        # one row per group, the last one for Dynamic World (kept even without DW, as in Presto)
+        self.channel_embed = nn.Embedding(len(self.groups) + 1, self.channel_dim)
+        dpr = [self.drop_path_rate * i / max(self.depth - 1, 1) for i in range(self.depth)]
+        self.blocks = nn.ModuleList(
+            [Block(self.d, self.heads, self.mlp_ratio, drop_path=dpr[i]) for i in range(self.depth)]
+        )
+        self.norm = nn.LayerNorm(self.d)
+
+        # fixed tables: deterministic from the config, hence not part of the state dict
+        self.register_buffer("pos_embed", sinusoid_encoding_table(self.max_T, self.pos_dim), persistent=False)
+        self.register_buffer("month_embed", month_encoding_table(self.month_dim), persistent=False)
+
+        self._slices = {g: _group_slice(BAND_GROUPS[g]) for g in self.groups}
+        self._init_weights()
+
+    # ------------------------------------------------------------------ config
+    @property
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild the architecture (JSON-serialisable)."""
+        return {
+            "d": self.d,
+            "depth": self.depth,
+            "heads": self.heads,
+            "mlp_ratio": self.mlp_ratio,
+            "max_T": self.max_T,
+            "groups": list(self.groups),
+            "use_dynamic_world": self.use_dynamic_world,
+            "use_latlon": self.use_latlon,
+            "channel_embed_ratio": self.channel_embed_ratio,
+            "month_embed_ratio": self.month_embed_ratio,
+            "drop_path": self.drop_path_rate,
+        }
+
+    @property
+    def dynamic_groups(self) -> tuple[str, ...]:
+        """Groups with one token per timestep, in token order (``groups`` without the static ones)."""
+        return tuple(g for g in self.groups if g not in STATIC_GROUPS)
+
+    @property
+    def static_groups(self) -> tuple[str, ...]:
+        """Groups with a single token (built from the first timestep), in token order."""
+        return tuple(g for g in self.groups if g in STATIC_GROUPS)
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    # ------------------------------------------------------------------ layout
+    def num_tokens(self, T: int) -> int:
+        """Return the number of tokens for ``T`` timesteps."""
+        n_static = sum(g in STATIC_GROUPS for g in self.groups)
+        n = n_static + (len(self.groups) - n_static) * T
+        return n + int(self.use_latlon) + (T if self.use_dynamic_world else 0)
+
+    def token_layout(self, T: int) -> list[tuple[str, int]]:
+        """Describe what each token position holds, for ``T`` timesteps.
+
+        Args:
+            T: Number of timesteps.
+
+        Returns:
+            One ``(name, timestep)`` per token: ``name`` is a group of :data:`~cropssl.schema.BAND_GROUPS`,
+            ``"latlon"`` or ``"dynamic_world"``; ``timestep`` is -1 for the lat/lon and static tokens.
+
+        """
+        layout: list[tuple[str, int]] = [("latlon", -1)] if self.use_latlon else []
+        for g in self.groups:
+            layout += [(g, -1)] if g in STATIC_GROUPS else [(g, t) for t in range(T)]
+        if self.use_dynamic_world:
+            layout += [("dynamic_world", t) for t in range(T)]
+        return layout
+
+    # ------------------------------------------------------------------ inputs
+    def _unpack(
+        self,
+        batch: Batch | Tensor,
+        mask: Tensor | None,
+        month: Tensor | None,
+        latlon: Tensor | None,
+        dynamic_world: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+        if isinstance(batch, Batch):
+            b = batch
+            x, mask, month, latlon, dynamic_world = b.x, b.mask, b.month, b.latlon, b.dynamic_world
+        else:
+            x = batch
+        if mask is None:
+            mask = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+        if month is None:
+            raise ValueError("month [B, T] is required")
+        if self.use_latlon and latlon is None:
+            raise ValueError("latlon [B, 2] is required (use_latlon=True)")
+        if not (torch.jit.is_tracing() or torch.jit.is_scripting()):
+            self._check_shapes(x, mask, month, latlon, dynamic_world)
+        if mask.dtype != torch.bool:
+            mask = mask > 0
+        return x, mask, month, latlon, dynamic_world
+
+    def _check_shapes(
+        self, x: Tensor, mask: Tensor, month: Tensor, latlon: Tensor | None, dynamic_world: Tensor | None
+    ) -> None:
+        """Validate input shapes (skipped while tracing: shapes are then fixed by the example inputs)."""
+        if x.ndim != 3 or x.shape[-1] != NUM_BANDS:
+            raise ValueError(
+                f"x must be [B, T, {NUM_BANDS}] (expected {NUM_BANDS} bands), got {tuple(x.shape)}"
+            )
+        bsz, t = x.shape[0], x.shape[1]
+        if t > self.max_T:
+            raise ValueError(f"got T={t} timesteps but this encoder supports at most max_T={self.max_T}")
+        if tuple(mask.shape) != tuple(x.shape):
+            raise ValueError(f"mask must have the shape of x {tuple(x.shape)}, got {tuple(mask.shape)}")
+        if tuple(month.shape) != (bsz, t):
+            raise ValueError(f"month must be [B, T] = {(bsz, t)}, got {tuple(month.shape)}")
+        if self.use_latlon and latlon is not None and tuple(latlon.shape) != (bsz, 2):
+            raise ValueError(f"latlon must be [B, 2] = {(bsz, 2)}, got {tuple(latlon.shape)}")
+        if self.use_dynamic_world and dynamic_world is not None and tuple(dynamic_world.shape) != (bsz, t):
+            raise ValueError(f"dynamic_world must be [B, T] = {(bsz, t)}, got {tuple(dynamic_world.shape)}")
+
+    # ------------------------------------------------------------------ stages
+    def embed_tokens(
+        self,
+        batch: Batch | Tensor,
+        mask: Tensor | None = None,
+        month: Tensor | None = None,
+        latlon: Tensor | None = None,
+        dynamic_world: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Input tokens (before the transformer) and their key padding mask.
+
+        Args:
+            batch: A :class:`~cropssl.schema.Batch`, or ``x`` ``[B, T, 17]`` with the other tensors.
+            mask: ``[B, T, 17]`` bool, True = missing (default: nothing missing).
+            month: ``[B, T]`` long, 0-11.
+            latlon: ``[B, 2]`` degrees (required if ``use_latlon``).
+            dynamic_world: ``[B, T]`` long, 9 = missing (default: all missing).
+
+        Returns:
+            ``tokens [B, N, d]`` laid out as :meth:`token_layout` and ``pad_mask [B, N]`` bool,
+            True = missing token (to be ignored).
+
+        """
+        x, mask, month, latlon, dynamic_world = self._unpack(batch, mask, month, latlon, dynamic_world)
+        bsz, t = x.shape[0], x.shape[1]
+        # values under the mask never reach a kept token; zero them so NaN / inf fill values are harmless
+        x = x.masked_fill(mask, 0.0)
+
+        d, dm, dp = self.d, self.month_dim, self.pos_dim
+        # [B, T, d] with the month in the first dm columns and the position in the last dp columns
+        month_enc = F.embedding(torch.remainder(month.long(), 12), self.month_embed.to(x.dtype))
+        time_enc = F.pad(month_enc, (0, d - dm)) + F.pad(self.pos_embed[:t].to(x.dtype), (d - dp, 0))
+        channel = F.pad(self.channel_embed.weight.to(x.dtype), (dm, dp))  # [G + 1, d], middle columns
+
+        tokens: list[Tensor] = []
+        pads: list[Tensor] = []
+        if self.latlon_embed is not None and latlon is not None:
+            tokens.append(self.latlon_embed(cartesian(latlon.to(x.dtype))).unsqueeze(1))
+            pads.append(torch.zeros(bsz, 1, dtype=torch.bool, device=x.device))
+        for i, g in enumerate(self.groups):
+            sl = self._slices[g]
+            if g in STATIC_GROUPS:
+                # one token from the first timestep, with only its channel embedding (Presto)
+                tokens.append(self.eo_patch_embed[g](x[:, 0:1, sl]) + channel[i])
+                pads.append(mask[:, 0:1, sl].any(-1))
+            else:
+                tokens.append(self.eo_patch_embed[g](x[:, :, sl]) + (channel[i] + time_enc))
+                pads.append(mask[:, :, sl].any(-1))
+        if self.dw_embed is not None:
+            if dynamic_world is None:
+                dw = torch.full((bsz, t), DW_MISSING, dtype=torch.long, device=x.device)
+            else:
+                dw = dynamic_world.long()
+            tokens.append(self.dw_embed(dw).to(x.dtype) + (channel[len(self.groups)] + time_enc))
+            pads.append(dw == DW_MISSING)
+        return torch.cat(tokens, dim=1), torch.cat(pads, dim=1)
+
+    def encode(self, tokens: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """Run the transformer blocks; padded tokens are never attended to.
+
+        Args:
+            tokens: ``[B, N, d]``.
+            pad_mask: ``[B, N]`` bool, True = ignore this token as a key. A sample whose tokens are all
+                padded attends to all of them (finite output) and pools to the norm's bias.
+
+        Returns:
+            ``[B, N, d]`` final tokens (no final norm). Outputs at padded positions are meaningless.
+
+        """
+        attn_mask = None
+        if pad_mask is not None:
+            keep = ~pad_mask
+            # never leave a row with no key at all (SDPA would return NaN); such samples are fully padded
+            keep = keep | ~keep.any(dim=1, keepdim=True)
+            attn_mask = keep[:, None, None, :]
+        for blk in self.blocks:
+            tokens = blk(tokens, attn_mask)
+        return tokens
+
+    def pool(self, tokens: Tensor, pad_mask: Tensor | None = None) -> Tensor:
+        """Mean over the non-padded tokens followed by the final LayerNorm.
+
+        Args:
+            tokens: ``[B, N, d]`` from :meth:`encode`.
+            pad_mask: ``[B, N]`` bool, True = excluded from the mean.
+
+        Returns:
+            ``[B, d]`` embedding.
+
+        """
+        if pad_mask is None:
+            return self.norm(tokens.mean(dim=1))
+        keep = (~pad_mask).to(tokens.dtype).unsqueeze(-1)
+        mean = (tokens * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
+        return self.norm(mean)
+
+    def tokens(
+        self,
+        batch: Batch | Tensor,
+        mask: Tensor | None = None,
+        month: Tensor | None = None,
+        latlon: Tensor | None = None,
+        dynamic_world: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Compute the final tokens (after all blocks, before pooling / norm) and the key padding mask.
+
+        Args:
+            batch: See :meth:`embed_tokens`.
+            mask: See :meth:`embed_tokens`.
+            month: See :meth:`embed_tokens`.
+            latlon: See :meth:`embed_tokens`.
+            dynamic_world: See :meth:`embed_tokens`.
+
+        Returns:
+            ``tokens [B, N, d]`` (layout :meth:`token_layout`) and ``pad_mask [B, N]`` (True = missing).
+
+        """
+        tok, pad = self.embed_tokens(batch, mask, month, latlon, dynamic_world)
+        return self.encode(tok, pad), pad
+
+    def forward(
+        self,
+        batch: Batch | Tensor,
+        mask: Tensor | None = None,
+        month: Tensor | None = None,
+        latlon: Tensor | None = None,
+        dynamic_world: Tensor | None = None,
+    ) -> Tensor:
+        """Embed a batch.
+
+        Args:
+            batch: A :class:`~cropssl.schema.Batch`, or ``x`` ``[B, T, 17]`` followed by the tensors
+                below (the tensor form is what TorchScript / ONNX tracing uses).
+            mask: See :meth:`embed_tokens`.
+            month: See :meth:`embed_tokens`.
+            latlon: See :meth:`embed_tokens`.
+            dynamic_world: See :meth:`embed_tokens`.
+
+        Returns:
+            ``[B, d]`` embedding.
+
+        """
+        tok, pad = self.embed_tokens(batch, mask, month, latlon, dynamic_world)
+        return self.pool(self.encode(tok, pad), pad)
+
+    def forward_tensors(
+        self,
+        x: Tensor,
+        mask: Tensor,
+        month: Tensor,
+        latlon: Tensor,
+        dynamic_world: Tensor | None = None,
+    ) -> Tensor:
+        """Tensor-only entry point (for tracing / export): same as ``forward(x, mask, month, ...)``."""
+        return self.forward(x, mask, month, latlon, dynamic_world)
+
+    # ------------------------------------------------------------------ Presto weights
+    @staticmethod
+    def _read_presto(path: str | Path) -> dict[str, Tensor]:
+        sd = torch.load(Path(path), map_location="cpu", weights_only=True)
+        if not isinstance(sd, Mapping):
+            raise ValueError(f"{path} does not hold a state dict (got {type(sd).__name__})")
+        if "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
+            sd = sd["state_dict"]
+        return dict(sd)
+
+    @classmethod
+    def from_presto(cls, path: str | Path, max_T: int = 72, **overrides: Any) -> PixelTimeSeriesEncoder:
+        """Build an encoder from the published Presto weights (``default_model.pt``).
+
+        The architecture (``d``, ``depth``, ``mlp_ratio``, embedding ratios) is read from the weights;
+        ``heads`` defaults to Presto's 8. The position table is regenerated for ``max_T`` (its first rows
+        equal Presto's 24-row buffer, which is checked).
+
+        Args:
+            path: Presto checkpoint (state dict of encoder + decoder, keys ``encoder.*``), or an encoder-only
+                state dict.
+            max_T: Largest number of timesteps the encoder will accept.
+            **overrides: Other constructor arguments (e.g. ``groups``, ``use_dynamic_world``, ``drop_path``).
+
+        Returns:
+            The encoder with Presto's weights loaded (in train mode, like any new module).
+
+        Raises:
+            ValueError: If the weights do not fit the requested architecture.
+
+        """
+        sd = _strip_encoder_prefix(cls._read_presto(path))
+        kwargs: dict[str, Any] = {"heads": 8, "max_T": max_T}
+        if "norm.weight" in sd:
+            d = int(sd["norm.weight"].shape[0])
+            kwargs["d"] = d
+            kwargs["depth"] = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+            if "blocks.0.mlp.fc1.weight" in sd:
+                kwargs["mlp_ratio"] = sd["blocks.0.mlp.fc1.weight"].shape[0] / d
+            if "channel_embed.weight" in sd:
+                kwargs["channel_embed_ratio"] = sd["channel_embed.weight"].shape[1] / d
+            if "month_embed.weight" in sd:
+                kwargs["month_embed_ratio"] = sd["month_embed.weight"].shape[1] / d
+        kwargs.update(overrides)
+        model = cls(**kwargs)
+        report = model.load_presto_state_dict(sd)
+        if report["missing"]:
+            raise ValueError(f"Presto weights in {path} lack parameters: {report['missing']}")
+        return model
+
+    def load_presto_state_dict(self, sd: Mapping[str, Tensor]) -> dict[str, list[str]]:
+        """Copy Presto encoder weights into this model.
+
+        Keys may carry the ``encoder.`` prefix (full Presto state dict; ``decoder.*`` keys are ignored).
+        Channel-embedding rows are remapped by group name, so a model with a subset of ``groups`` loads
+        the matching rows. The fixed tables (``pos_embed``, ``month_embed``) are not copied but checked
+        against this model's tables.
+
+        Args:
+            sd: Presto state dict.
+
+        Returns:
+            Report with ``loaded`` (Presto keys used), ``missing`` (parameters of this model not found),
+            ``unexpected`` (Presto encoder keys this model has no place for) and ``ignored`` (decoder keys).
+
+        Raises:
+            ValueError: On a shape mismatch or if the fixed tables differ from Presto's.
+
+        """
+        ignored = sorted(k for k in sd if k.startswith("decoder."))
+        src = _strip_encoder_prefix(sd)
+        loaded: list[str] = []
+        unexpected: list[str] = []
+        own = dict(self.named_parameters())
+        filled: set[str] = set()
+
+        def copy(dst_name: str, value: Tensor, src_name: str) -> None:
+            dst = own[dst_name]
+            if dst.shape != value.shape:
+                raise ValueError(
+                    f"shape mismatch for {src_name}: Presto has {tuple(value.shape)}, "
+                    f"this model expects {tuple(dst.shape)} ({dst_name})"
+                )
+            with torch.no_grad():
+                dst.copy_(value.to(dst.dtype))
+            filled.add(dst_name)
+            loaded.append(src_name)
+
+        for name, value in src.items():
+            if name == "pos_embed":
+                table = value.reshape(-1, value.shape[-1])
+                n = min(table.shape[0], self.max_T)
+                if table.shape[-1] != self.pos_dim or not torch.allclose(
+                    table[:n].float(), self.pos_embed[:n].cpu(), atol=1e-6
+                ):
+                    raise ValueError("Presto's pos_embed does not match this model's position table")
+                loaded.append(name)
+            elif name == "month_embed.weight":
+                if value.shape != self.month_embed.shape or not torch.allclose(
+                    value.float(), self.month_embed.cpu(), atol=1e-6
+                ):
+                    raise ValueError("Presto's month_embed does not match this model's month table")
+                loaded.append(name)
+            elif name == "channel_embed.weight":
+                if value.shape[0] != PRESTO_DW_ROW + 1:
+                    raise ValueError(
+                        f"channel_embed has {value.shape[0]} rows, expected {PRESTO_DW_ROW + 1} "
+                        f"({list(PRESTO_GROUP_ORDER)} + dynamic_world)"
+                    )
+                rows = [PRESTO_GROUP_ORDER.index(g) for g in self.groups] + [PRESTO_DW_ROW]
+                copy("channel_embed.weight", value[rows], name)
+            elif name in own:
+                copy(name, value, name)
+            else:
+                unexpected.append(name)
+        missing = sorted(set(own) - filled)
+        return {"loaded": loaded, "missing": missing, "unexpected": unexpected, "ignored": ignored}
+
+
+def _strip_encoder_prefix(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Return the encoder keys without their ``encoder.`` prefix (unprefixed state dicts: as is)."""
+    if any(k.startswith("encoder.") for k in sd):
+        return {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
+    return {k: v for k, v in sd.items() if not k.startswith("decoder.")}

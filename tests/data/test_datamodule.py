@@ -84,3 +84,28 @@ def test_datamodule_loaders(shard_dir):
     val_ids = _ids(dm.val_dataloader())
     assert val_ids == sorted(val_ids) and len(val_ids) == 1000
     assert np.isfinite(next(iter(dm.train_dataloader())).x.numpy()).all()
+
+
+def test_weighted_mix_draws_sources_by_weight(tmp_path):
+    write_shards(make_samples(400, seed=1), tmp_path / "new", samples_per_record=50, records_per_shard=1)
+    write_shards(make_samples(400, seed=2), tmp_path / "old", samples_per_record=50, records_per_shard=1)
+    mix = [{"shards": str(tmp_path / "new"), "weight": 0.8}, {"shards": str(tmp_path / "old"), "weight": 0.2}]
+    stream = PixelStream(mix, batch_size=50, shuffle_buffer=0, resampled=True, steps_per_epoch=200)
+    ids = _ids(stream)
+    frac_new = np.mean([i.startswith("s1_") for i in ids])
+    assert abs(frac_new - 0.8) < 0.05
+
+
+@pytest.mark.parametrize(("weights", "msg"), [((1.0, -0.5), "negative"), ((0.0, 0.0), "sum to 0")])
+def test_bad_mix_weights(tmp_path, weights, msg):
+    write_shards(make_samples(10), tmp_path / "a")
+    mix = [{"shards": str(tmp_path / "a"), "weight": w} for w in weights]
+    with pytest.raises(ValueError, match=msg):
+        PixelStream(mix, resampled=True, steps_per_epoch=1)
+
+
+def test_mix_needs_resampled(tmp_path):
+    write_shards(make_samples(10), tmp_path / "a")
+    mix = [{"shards": str(tmp_path / "a"), "weight": 1}, {"shards": str(tmp_path / "a"), "weight": 1}]
+    with pytest.raises(ValueError, match="resampled"):
+        PixelStream(mix)

@@ -34,15 +34,14 @@ OmegaConf.register_new_resolver("cropssl_run_dir", _run_dir_resolver, replace=Tr
 
 
 def resolve_start(cfg: DictConfig, run_dir: Path) -> str | None:
-    """The checkpoint Lightning resumes from, per the start mode (``fresh`` | ``resume``).
+    """The checkpoint Lightning resumes from, per the start mode (``None`` unless ``resume``).
 
     Raises:
         FileNotFoundError: a resume was requested but the run has no ``checkpoints/last.ckpt``.
+        ValueError: an unknown mode, or ``from_weights`` without a source.
 
     """
     mode = cfg.start.mode
-    if mode == "fresh":
-        return None
     if mode == "resume":
         ckpt = run_dir / "checkpoints" / "last.ckpt"
         if not ckpt.exists():
@@ -51,7 +50,79 @@ def resolve_start(cfg: DictConfig, run_dir: Path) -> str | None:
                 "use start=fresh to begin a new run."
             )
         return str(ckpt)
-    raise ValueError(f"unknown start mode {mode!r}; choose fresh or resume")
+    if mode == "from_weights" and not cfg.start.get("source"):
+        raise ValueError("start=from_weights needs start.source=<checkpoint | export dir | presto>")
+    if mode not in ("fresh", "from_weights"):
+        raise ValueError(f"unknown start mode {mode!r}; choose fresh, resume or from_weights")
+    return None
+
+
+def data_manifests(data_cfg: Any) -> list[dict[str, Any]]:
+    """The manifests of the shard sources a run reads, with their mix weights (for lineage)."""
+    from cropssl.checkpointing import sha256_file
+    from cropssl.data.datamodule import parse_mix
+
+    train = (
+        OmegaConf.to_container(data_cfg.train, resolve=True)
+        if OmegaConf.is_config(data_cfg.train)
+        else data_cfg.train
+    )
+    sources, weights = parse_mix(train)
+    total = sum(weights)
+    out = []
+    for urls, w in zip(sources, weights, strict=True):
+        manifest = Path(urls[0]).parent / "manifest.json" if urls else None
+        entry: dict[str, Any] = {"shards": len(urls), "first": urls[0] if urls else None, "weight": w / total}
+        if manifest is not None and manifest.exists():
+            entry.update(manifest=str(manifest), manifest_sha256=sha256_file(manifest))
+        out.append(entry)
+    return out
+
+
+def lineage_record(
+    cfg: DictConfig, run_dir: Path, init_report: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Lineage of this run: the parent's chain (for from_weights) plus a record of this run."""
+    parent = None
+    chain: list[dict[str, Any]] = []
+    if init_report is not None:
+        parent = {k: init_report.get(k) for k in ("source", "kind", "path", "sha256")}
+        chain = list(init_report.get("parent_lineage") or [])
+        if not chain and init_report.get("parent_config"):
+            chain = list(init_report["parent_config"].get("lineage") or [])
+    record = {
+        "run_dir": str(run_dir),
+        "method": cfg.method.get("name"),
+        "start_mode": cfg.start.mode,
+        "parent": parent,
+        "data": data_manifests(cfg.data),
+        "started": datetime.now().isoformat(timespec="seconds"),
+    }
+    return [*chain, record]
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> list[Any] | bool:
+    """Instantiate the loggers so that a resumed run continues its CSV log and its wandb run."""
+    import hashlib
+
+    import torch
+    from hydra.utils import instantiate
+
+    if not cfg.logger:
+        return False
+    resume_step = None
+    if ckpt_path is not None:
+        resume_step = int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"])
+    loggers = []
+    for node in cfg.logger.values():
+        target = str(node.get("_target_", ""))
+        kwargs: dict[str, Any] = {}
+        if target.endswith("ResumableCSVLogger"):
+            kwargs["resume_step"] = resume_step
+        if target.endswith("WandbLogger") and node.get("id") is None:
+            kwargs["id"] = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+        loggers.append(instantiate(node, **kwargs))
+    return loggers
 
 
 def write_summary(run_dir: Path, wall_time: float) -> dict[str, Any]:
@@ -93,6 +164,14 @@ def write_summary(run_dir: Path, wall_time: float) -> dict[str, Any]:
     return summary
 
 
+def save_final_checkpoint(trainer: Any, run_dir: Path) -> None:
+    """Make ``checkpoints/last.ckpt`` hold the final step (periodic saves may have stopped short of it)."""
+    cb = trainer.checkpoint_callback
+    if cb is not None and getattr(cb, "_last_global_step_saved", None) == trainer.global_step:
+        return
+    trainer.save_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"))
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Pre-train per the composed config; returns the run summary."""
     import pytorch_lightning as pl
@@ -108,15 +187,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     assert isinstance(method_cfg, dict)
     method_cfg.pop("name", None)
     method = instantiate(method_cfg, encoder=encoder, _convert_="all")
-    method.checkpoint_extras = {"run_config": OmegaConf.to_container(cfg, resolve=True)}
+    method.set_seed(cfg.seed)
+    init_report = None
+    if cfg.start.mode == "from_weights":
+        from cropssl.checkpointing import init_from_weights
+
+        init_report = init_from_weights(
+            method, str(cfg.start.source), strict=cfg.start.strict, reset_teacher=cfg.start.reset_teacher
+        )
+    lineage = lineage_record(cfg, run_dir, init_report)
+    if ckpt_path is not None:  # resume: keep the lineage the run started with
+        from cropssl.checkpointing import load_checkpoint
+
+        lineage = load_checkpoint(ckpt_path).get("cropssl", {}).get("lineage", lineage)
+    method.checkpoint_extras = {"run_config": OmegaConf.to_container(cfg, resolve=True), "lineage": lineage}
     datamodule = instantiate(cfg.data)
-    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else False
+    loggers = build_loggers(cfg, run_dir, ckpt_path)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
     trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
     if trainer.is_global_zero:
         log.info("run directory: %s", run_dir)
     start = time.time()
     trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path)
+    save_final_checkpoint(trainer, run_dir)
     summary: dict[str, Any] = {"run_dir": str(run_dir)}
     if trainer.is_global_zero and cfg.summary:
         summary = write_summary(run_dir, time.time() - start)

@@ -10,8 +10,9 @@ hundreds of pixels, so shuffling arrays beats shuffling Python dicts), and optio
 from __future__ import annotations
 
 import logging
+import os
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,11 +32,42 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def parse_mix(spec: Any) -> tuple[list[list[str]], list[float]]:
+    """Split a shard spec into sources and weights.
+
+    A spec is a single shard spec (string / list of strings: one source, weight 1) or a list of
+    ``{"shards": spec, "weight": w}`` mappings: a weighted mix, e.g. new data plus a replay fraction of
+    old data. Shards are drawn from source *i* with probability ``w_i / sum(w)``.
+
+    Raises:
+        ValueError: a negative weight, weights summing to 0, or a malformed entry.
+
+    """
+    if isinstance(spec, (str, os.PathLike)) or not isinstance(spec, Sequence):
+        return [resolve_shards(spec)], [1.0]
+    items = list(spec)
+    if not any(isinstance(i, Mapping) for i in items):
+        return [resolve_shards(items)], [1.0]
+    sources, weights = [], []
+    for item in items:
+        if not isinstance(item, Mapping) or "shards" not in item:
+            raise ValueError(f"each entry of a data mix needs 'shards' and 'weight', got {item!r}")
+        w = float(item.get("weight", 1.0))
+        if w < 0:
+            raise ValueError(f"mix weight of {item['shards']} is negative ({w}); weights must be >= 0")
+        sources.append(resolve_shards(item["shards"]))
+        weights.append(w)
+    if sum(weights) <= 0:
+        raise ValueError(f"mix weights {weights} sum to 0; give at least one source a positive weight")
+    return sources, weights
+
+
 class PixelStream(IterableDataset):
     """An iterable of :class:`Batch` read from webdataset shards.
 
     Args:
-        shards: Shard spec(s): directories with a manifest, globs, brace patterns, paths or URLs.
+        shards: Shard spec(s): directories with a manifest, globs, brace patterns, paths or URLs; or a
+            weighted mix ``[{"shards": spec, "weight": w}, ...]`` (see :func:`parse_mix`).
         batch_size: Pixels per batch.
         shuffle_buffer: Samples kept in the shuffle buffer (0 = no sample shuffling).
         shuffle_shards: Shuffle the shard order every epoch (same order on every rank).
@@ -49,7 +81,7 @@ class PixelStream(IterableDataset):
 
     def __init__(
         self,
-        shards: str | Sequence[str],
+        shards: str | Sequence[str] | Sequence[Mapping[str, Any]],
         batch_size: int = 256,
         shuffle_buffer: int = 4096,
         shuffle_shards: bool = True,
@@ -60,7 +92,12 @@ class PixelStream(IterableDataset):
         skip_corrupt: bool = False,
     ) -> None:
         super().__init__()
-        self.urls = resolve_shards(shards)
+        self.sources, self.weights = parse_mix(shards)
+        self.urls = [u for src in self.sources for u in src]
+        if len(self.sources) > 1 and not resampled:
+            raise ValueError(
+                "a weighted mix of several shard sources needs resampled=true (and steps_per_epoch)"
+            )
         if resampled and not steps_per_epoch:
             raise ValueError("resampled=true needs steps_per_epoch (batches per epoch per rank)")
         self.batch_size = batch_size
@@ -72,6 +109,9 @@ class PixelStream(IterableDataset):
         self.drop_last = drop_last
         self.skip_corrupt = skip_corrupt
         self.epoch = 0
+        #: ``(epoch, batches already served)`` of an interrupted epoch: on a mid-epoch resume the stream
+        #: skips those batches of that epoch (only), so the data continues exactly.
+        self.resume_position: tuple[int, int] = (-1, 0)
         self.skipped_shards: list[str] = []
 
     def set_epoch(self, epoch: int) -> None:
@@ -82,7 +122,8 @@ class PixelStream(IterableDataset):
         if self.resampled:
             rng = random.Random(f"{self.seed}-{self.epoch}-{rank}-{worker}")
             while True:
-                yield rng.choice(self.urls)
+                source = rng.choices(self.sources, weights=self.weights)[0]
+                yield rng.choice(source)
         urls = list(self.urls)
         if self.shuffle_shards:
             random.Random(f"{self.seed}-{self.epoch}").shuffle(urls)
@@ -140,10 +181,14 @@ class PixelStream(IterableDataset):
         if self.resampled:
             assert self.steps_per_epoch is not None
             limit = self.steps_per_epoch // workers + (1 if worker < self.steps_per_epoch % workers else 0)
+        resume_epoch, served = self.resume_position
+        total_skip = served if resume_epoch == self.epoch else 0
+        skip = total_skip // workers + (1 if worker < total_skip % workers else 0)
         for i, samples in enumerate(batches):
             if limit is not None and i >= limit:
                 return
-            yield Batch.from_samples(samples)
+            if i >= skip:
+                yield Batch.from_samples(samples)
 
 
 def _identity(x: Any) -> Any:
@@ -166,7 +211,7 @@ class PixelDataModule(pl.LightningDataModule):
     """Lightning data module over pixel-timeseries shards.
 
     Args:
-        train: Shard spec for training.
+        train: Shard spec for training, or a weighted mix (see :func:`parse_mix`).
         val: Optional shard spec for validation (read in order, no shuffling).
         batch_size: Pixels per batch.
         num_workers: DataLoader workers (shards are split between them).
@@ -181,7 +226,7 @@ class PixelDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        train: str | Sequence[str],
+        train: str | Sequence[str] | Sequence[Mapping[str, Any]],
         val: str | Sequence[str] | None = None,
         batch_size: int = 256,
         num_workers: int = 0,
@@ -226,6 +271,25 @@ class PixelDataModule(pl.LightningDataModule):
         if self.trainer is not None:
             self.train_stream.set_epoch(self.trainer.current_epoch)
         return make_loader(self.train_stream, self.num_workers)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Data position saved in every checkpoint: the epoch and the batches it already served."""
+        if self.trainer is None:
+            return {}
+        loop = self.trainer.fit_loop
+        # "processed" (not "completed"): a checkpoint written from on_train_batch_end has processed the
+        # current batch although Lightning counts it completed only afterwards
+        served = loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": int(self.trainer.current_epoch), "batches_in_epoch": int(served)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """On resume, continue the stream where the interrupted epoch stopped."""
+        if not state_dict:
+            return
+        self.setup()
+        assert self.train_stream is not None
+        self.train_stream.set_epoch(int(state_dict["epoch"]))
+        self.train_stream.resume_position = (int(state_dict["epoch"]), int(state_dict["batches_in_epoch"]))
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation loader in shard order (empty if no validation shards)."""

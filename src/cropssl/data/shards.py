@@ -255,7 +255,7 @@ def resolve_shards(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str
     A spec is a shard directory (with a manifest), a glob, a brace pattern
     (``shard-{000000..000009}.tar``), a single ``.tar`` path or URL, or a list of those.
     """
-    if isinstance(spec, (list, tuple)):
+    if not isinstance(spec, (str, os.PathLike)) and isinstance(spec, Sequence):
         out: list[str] = []
         for s in spec:
             out.extend(resolve_shards(s))

@@ -51,6 +51,13 @@ class SSLMethod(pl.LightningModule):
             )
         #: Plain-dict extras stored in every checkpoint under ``checkpoint["cropssl"]``.
         self.checkpoint_extras: dict[str, Any] = {}
+        #: The method's own random generator (masks, views); its state is checkpointed so a resumed run
+        #: draws exactly the masks the uninterrupted run would have drawn.
+        self.rng = torch.Generator().manual_seed(0)
+
+    def set_seed(self, seed: int) -> None:
+        """Seed the method's generator (views and masks)."""
+        self.rng.manual_seed(int(seed))
 
     # ---- the one thing a method must implement -------------------------------------------------
     def shared_step(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
@@ -70,7 +77,6 @@ class SSLMethod(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         for k, v in logs.items():
             self.log(f"train/{k}", v, batch_size=bs)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=bs)
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -89,9 +95,8 @@ class SSLMethod(pl.LightningModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def on_train_epoch_start(self) -> None:
-        """Tell the streaming dataset the epoch, so shard order and shuffling change deterministically."""
-        dm = getattr(self.trainer, "datamodule", None)
-        stream = getattr(dm, "train_stream", None)
+        """A new epoch: new shard order and shuffling (deterministic)."""
+        stream = getattr(getattr(self.trainer, "datamodule", None), "train_stream", None)
         if stream is not None:
             stream.set_epoch(self.current_epoch)
 
@@ -120,8 +125,20 @@ class SSLMethod(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store what export and lineage need, as plain containers."""
+        extras = dict(self.checkpoint_extras)
+        lineage = [dict(r) for r in extras.pop("lineage", [])]
+        if lineage:
+            lineage[-1]["steps"] = int(self.global_step)
         checkpoint["cropssl"] = {
             "method": self.method_name,
             "encoder_config": dict(getattr(self.encoder, "config", {})),
-            **self.checkpoint_extras,
+            "lineage": lineage,
+            "rng_state": self.rng.get_state(),
+            **extras,
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the method's generator on resume."""
+        state = checkpoint.get("cropssl", {}).get("rng_state")
+        if state is not None:
+            self.rng.set_state(state)

@@ -77,7 +77,7 @@ class MAE(SSLMethod):
         G = len(self.groups)
         type_ids, times, grid = self._layout(T, batch.x.device)
         tokens, pad = self.encoder.embed_tokens(batch)
-        mim, _ = self.masker(B, T, G)
+        mim, _ = self.masker(B, T, G, generator=self.rng)
         hide = torch.zeros_like(pad)
         hide[:, grid] = mim.reshape(B, T * G).to(pad.device)
         encoded = self.encoder.encode(tokens, pad | hide)

@@ -1,0 +1,12 @@
+"""Lightning callbacks of cropssl: online health monitors (collapse, kNN / linear probes)."""
+
+from cropssl.callbacks.monitors import (
+    EmbeddingHealth,
+    EncoderMonitor,
+    ProbeMonitor,
+    embedding_std,
+    knn_predict,
+    rankme,
+)
+
+__all__ = ["EmbeddingHealth", "EncoderMonitor", "ProbeMonitor", "embedding_std", "knn_predict", "rankme"]

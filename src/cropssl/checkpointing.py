@@ -1,0 +1,210 @@
+"""Checkpoints: atomic saves, lineage, and initialising a new run from existing weights.
+
+Start modes (one config key, ``start.mode``):
+
+========================  =====================================================================
+``fresh``                 new run, random initialisation
+``resume``                the same run continues from its ``checkpoints/last.ckpt``: weights,
+                          optimiser, schedule position, teacher and buffers, loop counters, same
+                          run dir and wandb run id; fails loudly if ``last.ckpt`` is missing
+``from_weights``          new run initialised from a cropssl checkpoint, an exported encoder dir
+                          or the published Presto weights; new optimiser, re-warmed schedule
+========================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints to a temporary file in the same directory, fsync, then rename.
+
+    A kill during a save leaves the previous checkpoint untouched (rename is atomic on POSIX).
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        """Save ``checkpoint`` to ``path`` atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a cropssl/Lightning checkpoint safely (``weights_only=True``), naming a missing file."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    return torch.load(p, map_location="cpu", weights_only=True)
+
+
+def source_kind(source: str) -> str:
+    """Classify a ``from_weights`` source: ``presto``, ``export`` (a directory) or ``checkpoint``."""
+    if source == "presto" or source.endswith("default_model.pt"):
+        return "presto"
+    p = Path(source)
+    if p.is_dir():
+        return "export"
+    if p.suffix in (".ckpt", ".pt", ".pth"):
+        return "checkpoint"
+    raise ValueError(
+        f"cannot tell what {source!r} is: give a cropssl checkpoint (.ckpt), an exported encoder directory "
+        "(with model.safetensors + config.json), or 'presto' / the path of Presto's default_model.pt"
+    )
+
+
+def _match_state(
+    module: nn.Module, source: dict[str, torch.Tensor], strict: bool, what: str
+) -> dict[str, list[str]]:
+    """Load the entries of ``source`` whose names and shapes match; report (strict: refuse) the rest."""
+    own = module.state_dict()
+    loaded = [k for k in source if k in own and own[k].shape == source[k].shape]
+    mismatched = [
+        f"{k}: {tuple(source[k].shape)} vs {tuple(own[k].shape)}"
+        for k in source
+        if k in own and own[k].shape != source[k].shape
+    ]
+    missing = [k for k in own if k not in source]
+    unexpected = [k for k in source if k not in own]
+    if strict and (mismatched or missing or unexpected):
+        raise ValueError(
+            f"{what} does not match this architecture (strict mode). Shape mismatches: {mismatched[:10]}; "
+            f"missing in the source: {missing[:10]}; not in this model: {unexpected[:10]}. "
+            "Use start.strict=false to load only what matches."
+        )
+    module.load_state_dict({k: source[k] for k in loaded}, strict=False)
+    return {"loaded": loaded, "initialised": missing, "ignored": unexpected + mismatched}
+
+
+def remap_groups(
+    state: dict[str, torch.Tensor], own: nn.Module, src_groups: list[str] | None, prefix: str = ""
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Map the channel-embedding rows of a source encoder onto this encoder's channel groups by name.
+
+    Rows of groups both encoders have are copied; rows of groups only this encoder has keep their
+    initialisation (returned as ``new_groups``). The last row (Dynamic World) always maps to the last.
+    """
+    own_groups = list(getattr(own, "groups", []))
+    key = f"{prefix}channel_embed.weight"
+    if not src_groups or key not in state or list(src_groups) == own_groups:
+        return state, []
+    own_table = own.state_dict().get("channel_embed.weight")
+    if own_table is None or own_table.shape[1] != state[key].shape[1]:
+        return state, []
+    table = own_table.clone()
+    for i, g in enumerate(own_groups):
+        if g in src_groups:
+            table[i] = state[key][list(src_groups).index(g)]
+    table[-1] = state[key][-1]
+    new_groups = [g for g in own_groups if g not in src_groups]
+    return {**state, key: table}, new_groups
+
+
+def init_from_weights(
+    method: nn.Module, source: str, *, strict: bool = True, reset_teacher: bool = False
+) -> dict[str, Any]:
+    """Initialise a method's weights from a checkpoint, an export dir or Presto's weights.
+
+    Channel-group aware: parameters of groups the source lacks keep their initialisation and are
+    reported (``initialised``); in strict mode any mismatch is an error naming the keys.
+
+    Args:
+        method: The (new) SSL method whose ``encoder`` (and, for checkpoints, heads/teacher) to load.
+        source: Path of a ``.ckpt``, an export directory, or ``presto`` / Presto's ``default_model.pt``.
+        strict: Refuse mismatching architectures instead of loading what matches.
+        reset_teacher: For teacher methods, re-initialise the teacher from the loaded student instead of
+            loading the checkpoint's teacher.
+
+    Returns:
+        A report with the source, its sha256, and the loaded / initialised / ignored keys.
+
+    """
+    kind = source_kind(source)
+    encoder: nn.Module = method.encoder  # type: ignore[assignment]
+    report: dict[str, Any] = {"source": source, "kind": kind}
+    if kind == "presto":
+        from cropssl.encoder import PixelTimeSeriesEncoder
+
+        path = (
+            source
+            if source != "presto"
+            else os.environ.get("CROPSSL_PRESTO", "../shared/presto/default_model.pt")
+        )
+        if not Path(path).exists():
+            raise FileNotFoundError(f"Presto weights {path} not found (set CROPSSL_PRESTO or give the path)")
+        res = encoder.load_presto_state_dict(PixelTimeSeriesEncoder._read_presto(path))  # type: ignore[operator]
+        if strict and res.get("missing"):
+            raise ValueError(f"Presto weights lack {res['missing']} (strict mode); use start.strict=false")
+        report.update(path=str(path), sha256=sha256_file(path), **res)
+    elif kind == "export":
+        from safetensors.torch import load_file
+
+        files = [Path(source) / "model.safetensors", Path(source) / "config.json"]
+        for f in files:
+            if not f.exists():
+                raise FileNotFoundError(f"export dir {source} lacks {f.name}")
+        state = load_file(str(files[0]))
+        parent_config = json.loads(files[1].read_text())
+        src_groups = (parent_config.get("encoder") or parent_config.get("encoder_config") or {}).get("groups")
+        state, new_groups = remap_groups(state, encoder, src_groups)
+        report.update(path=str(files[0]), sha256=sha256_file(files[0]), new_groups=new_groups)
+        report.update(_match_state(encoder, state, strict and not new_groups, f"exported encoder {source}"))
+        report["parent_config"] = parent_config
+    else:
+        ckpt = load_checkpoint(source)
+        src_groups = ckpt.get("cropssl", {}).get("encoder_config", {}).get("groups")
+        state, new_groups = remap_groups(ckpt["state_dict"], encoder, src_groups, prefix="encoder.")
+        report["new_groups"] = new_groups
+        strict = strict and not new_groups
+        report.update(
+            path=str(source),
+            sha256=sha256_file(source),
+            parent_lineage=ckpt.get("cropssl", {}).get("lineage"),
+        )
+        if reset_teacher:
+            state = {k: v for k, v in state.items() if not k.startswith("teacher")}
+        own_keys = set(method.state_dict())
+        if reset_teacher or not strict:
+            state = {k: v for k, v in state.items() if k in own_keys or k.startswith("encoder.")}
+        report.update(_match_state(method, state, strict and not reset_teacher, f"checkpoint {source}"))
+    if hasattr(method, "reset_teacher") and (reset_teacher or kind != "checkpoint"):
+        method.reset_teacher()  # teacher starts as a copy of the loaded student
+    log.info(
+        "from_weights %s (%s): %d tensors loaded, %d initialised, %d ignored",
+        source,
+        kind,
+        len(report.get("loaded", [])),
+        len(report.get("initialised", report.get("missing", []))),
+        len(report.get("ignored", report.get("unexpected", []))),
+    )
+    return report

@@ -46,7 +46,6 @@ def bench_ingest(data: Path, out: Path) -> tuple[dict, Path]:
     results: dict = {}
     if all((data / f).exists() for f in REAL):
         from cropssl.data.ingest import read_input
-
         from cropssl.schema import PixelSamples
 
         parts = []

@@ -25,6 +25,7 @@ PRETRAIN_KEYS = frozenset(
         "data",
         "encoder",
         "method",
+        "augment",
         "trainer",
         "logger",
         "callbacks",

@@ -105,14 +105,11 @@ def build_loggers(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> list
     """Instantiate the loggers so that a resumed run continues its CSV log and its wandb run."""
     import hashlib
 
-    import torch
     from hydra.utils import instantiate
 
     if not cfg.logger:
         return False
-    resume_step = None
-    if ckpt_path is not None:
-        resume_step = int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"])
+    resume_step = None if ckpt_path is None else load_checkpoint_step(ckpt_path)
     loggers = []
     for node in cfg.logger.values():
         target = str(node.get("_target_", ""))
@@ -125,15 +122,18 @@ def build_loggers(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> list
     return loggers
 
 
-def write_summary(run_dir: Path, wall_time: float) -> dict[str, Any]:
-    """Read metrics.csv, plot the loss curve, write summary.json; return the summary."""
+def write_summary(run_dir: Path, wall_time: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read metrics.csv, plot the loss curve, write summary.json; return the summary.
+
+    Besides the losses, the summary holds the last value of every ``monitor/*`` metric and ``extra``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "wall_time_s": round(wall_time, 1)}
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "wall_time_s": round(wall_time, 1), **(extra or {})}
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     summary["checkpoint"] = str(ckpt) if ckpt.exists() else None
     metrics = run_dir / "metrics.csv"
@@ -160,8 +160,20 @@ def write_summary(run_dir: Path, wall_time: float) -> dict[str, Any]:
                 fig.savefig(run_dir / "loss_curve.png", dpi=100)
                 plt.close(fig)
                 summary["loss_curve"] = str(run_dir / "loss_curve.png")
+        for col in df.columns:
+            if col.startswith("monitor/") and df[col].notna().any():
+                summary[col] = float(df[col].dropna().iloc[-1])
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def load_checkpoint_step(ckpt_path: str | None) -> int:
+    """Global step stored in a checkpoint (0 without one)."""
+    if ckpt_path is None:
+        return 0
+    import torch
+
+    return int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"])
 
 
 def save_final_checkpoint(trainer: Any, run_dir: Path) -> None:
@@ -177,6 +189,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import pytorch_lightning as pl
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
+
+    from cropssl.profiling import encoder_macs_per_sample, train_step_macs_per_sample
 
     check_config(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -208,11 +222,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         log.info("run directory: %s", run_dir)
     start = time.time()
+    start_step = int(load_checkpoint_step(ckpt_path))
     trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path)
     save_final_checkpoint(trainer, run_dir)
     summary: dict[str, Any] = {"run_dir": str(run_dir)}
     if trainer.is_global_zero and cfg.summary:
-        summary = write_summary(run_dir, time.time() - start)
+        wall = time.time() - start
+        steps_run = trainer.global_step - start_step
+        extra = {
+            "method": cfg.method.get("name"),
+            "batch_size": int(cfg.data.batch_size),
+            "samples_per_s": round(steps_run * int(cfg.data.batch_size) / max(wall, 1e-9), 1),
+            "train_macs_per_sample": train_step_macs_per_sample(method.cpu()),
+            "encoder_macs_per_sample": encoder_macs_per_sample(method.encoder),
+        }
+        summary = write_summary(run_dir, wall, extra)
         print(json.dumps(summary, indent=2))
     return summary
 

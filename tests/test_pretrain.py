@@ -15,11 +15,26 @@ from hydra import compose, initialize_config_dir
 
 from cropssl.config import CONFIG_DIR, ConfigKeyError, check_config
 
+#: Small heads per method, so every method runs in seconds on a CPU.
+METHOD_TINY: dict[str, list[str]] = {
+    "mae": ["method.decoder_dim=32", "method.decoder_depth=1", "method.decoder_heads=4"],
+    "simclr": ["method.proj_hidden=64", "method.proj_dim=32"],
+    "mocov3": ["method.proj_hidden=64", "method.proj_dim=32"],
+    "byol": ["method.proj_hidden=64", "method.proj_dim=32"],
+    "dino": ["method.out_dim=64", "method.hidden_dim=64", "method.bottleneck_dim=16"],
+    "barlow": ["method.proj_hidden=64", "method.proj_dim=64"],
+    "vicreg": ["method.proj_hidden=64", "method.proj_dim=64"],
+}
+
+
+def tiny(method: str) -> list[str]:
+    """Overrides for a tiny, fast run of ``method``."""
+    return [f"method={method}", *(o for o in TINY if not o.startswith("method.")), *METHOD_TINY[method]]
+
+
 TINY = [
     "encoder=tiny",
-    "method.decoder_dim=32",
-    "method.decoder_depth=1",
-    "method.decoder_heads=4",
+    *METHOD_TINY["mae"],
     "data.batch_size=64",
     "data.shuffle_buffer=256",
     "callbacks.checkpoint.every_n_train_steps=10",

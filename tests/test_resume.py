@@ -21,14 +21,14 @@ from cropssl.encoder import PixelTimeSeriesEncoder
 from cropssl.methods.mae import MAE
 from cropssl.schema import Batch
 from tests.conftest import PRESTO, make_samples, require_shared
-from tests.test_pretrain import TINY, pretrain
+from tests.test_pretrain import TINY, pretrain, tiny
 
-DETERMINISTIC = [
-    *TINY,
+DETERMINISTIC_EXTRA = [
     "trainer.deterministic=true",
     "data.shuffle_buffer=128",
     "method.schedule.total_steps=40",
 ]
+DETERMINISTIC = [*TINY, *DETERMINISTIC_EXTRA]
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +68,16 @@ def _wait_for_step(ckpt: Path, proc: subprocess.Popen, step: int, timeout: float
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(shards, tmp_path):
-    common = [*DETERMINISTIC, f"data.train={shards}", "data.steps_per_epoch=15", "trainer.max_steps=40"]
+@pytest.mark.parametrize("method", ["mae", "dino"])
+def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(shards, tmp_path, method):
+    """For MAE and for a teacher method (DINO: EMA teacher, its center buffer, multi-crop views)."""
+    common = [
+        *tiny(method),
+        *DETERMINISTIC_EXTRA,
+        f"data.train={shards}",
+        "data.steps_per_epoch=15",
+        "trainer.max_steps=40",
+    ]
     pretrain(*common, f"run_dir={tmp_path / 'straight'}", "callbacks.checkpoint.every_n_train_steps=5")
     killed = tmp_path / "killed"
     proc = _popen(*common, f"run_dir={killed}", "callbacks.checkpoint.every_n_train_steps=5")
@@ -85,6 +93,9 @@ def test_sigkill_and_resume_gives_the_weights_of_an_uninterrupted_run(shards, tm
         torch.testing.assert_close(b["state_dict"][k], v, rtol=0, atol=0, msg=k)
     # the optimiser state and the schedule position match too
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"]
+    if method == "dino":  # the teacher and the DINO center were saved and restored
+        assert any(k.startswith("teacher.ema.module.encoder.") for k in a["state_dict"])
+        assert "loss_fn.center" in a["state_dict"] and a["state_dict"]["loss_fn.center"].abs().sum() > 0
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])

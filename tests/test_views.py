@@ -365,5 +365,5 @@ def test_augment_configs_compose_through_hydra() -> None:
     assert {p.stem for p in AUGMENT_CONFIGS} >= {"default", "dino", "none"}
     with initialize_config_dir(str(CONFIG_DIR), version_base=None):
         for name, n_views in [("default", 2), ("dino", 6), ("none", 1)]:
-            cfg = compose(config_name="pretrain", overrides=[f"+augment={name}"])
+            cfg = compose(config_name="pretrain", overrides=[f"augment={name}"])
             assert instantiate(cfg.augment).n_views == n_views

@@ -130,6 +130,46 @@ def remap_groups(
     return {**state, key: table}, new_groups
 
 
+def _load_method_state(
+    method: nn.Module,
+    state: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    strict: bool,
+    reset_teacher: bool,
+) -> dict[str, Any]:
+    """Load a full method state (checkpoint or continue bundle): encoder, heads and teacher.
+
+    Args:
+        method: The method to load into.
+        state: Its ``state_dict`` as saved (``encoder.*``, heads, ``teacher.*``).
+        meta: The source's metadata with ``encoder_config`` (for channel-group remapping).
+        strict: Refuse mismatches instead of loading what matches.
+        reset_teacher: Drop the saved teacher (it is re-initialised from the loaded student).
+
+    """
+    encoder: nn.Module = method.encoder  # type: ignore[assignment]
+    src_groups = (meta.get("encoder_config") or {}).get("groups")
+    state, new_groups = remap_groups(state, encoder, src_groups, prefix="encoder.")
+    strict = strict and not new_groups
+    src_method = meta.get("method")
+    if src_method and src_method != getattr(method, "method_name", src_method):
+        # another method's heads mean nothing here: take the encoder, initialise the rest
+        enc = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+        report = _match_state(encoder, enc, strict, f"the {src_method} checkpoint's encoder")
+        report = {k: [f"encoder.{n}" for n in v] for k, v in report.items()}
+        report.update(new_groups=new_groups, teacher_loaded=False)
+        return report
+    if reset_teacher:
+        state = {k: v for k, v in state.items() if not k.startswith("teacher")}
+    own_keys = set(method.state_dict())
+    if reset_teacher or not strict:
+        state = {k: v for k, v in state.items() if k in own_keys or k.startswith("encoder.")}
+    report = _match_state(method, state, strict and not reset_teacher, "the checkpoint's method state")
+    report["new_groups"] = new_groups
+    report["teacher_loaded"] = any(k.startswith("teacher.") for k in report["loaded"])
+    return report
+
+
 def init_from_weights(
     method: nn.Module, source: str, *, strict: bool = True, reset_teacher: bool = False
 ) -> dict[str, Any]:
@@ -173,31 +213,39 @@ def init_from_weights(
         for f in files:
             if not f.exists():
                 raise FileNotFoundError(f"export dir {source} lacks {f.name}")
-        state = load_file(str(files[0]))
         parent_config = json.loads(files[1].read_text())
-        src_groups = (parent_config.get("encoder") or parent_config.get("encoder_config") or {}).get("groups")
-        state, new_groups = remap_groups(state, encoder, src_groups)
-        report.update(path=str(files[0]), sha256=sha256_file(files[0]), new_groups=new_groups)
-        report.update(_match_state(encoder, state, strict and not new_groups, f"exported encoder {source}"))
         report["parent_config"] = parent_config
+        bundle = Path(source) / "continue.safetensors"
+        same_method = (parent_config.get("continue") or {}).get("method") == getattr(
+            method, "method_name", ""
+        )
+        if bundle.exists() and same_method:  # the continue bundle: student + heads + teacher
+            report.update(path=str(bundle), sha256=sha256_file(bundle), continue_bundle=True)
+            report.update(
+                _load_method_state(method, load_file(str(bundle)), parent_config, strict, reset_teacher)
+            )
+            report["parent_lineage"] = parent_config.get("lineage")
+        else:
+            state = load_file(str(files[0]))
+            src_groups = (parent_config.get("encoder") or parent_config.get("encoder_config") or {}).get(
+                "groups"
+            )
+            state, new_groups = remap_groups(state, encoder, src_groups)
+            report.update(path=str(files[0]), sha256=sha256_file(files[0]), new_groups=new_groups)
+            report.update(
+                _match_state(encoder, state, strict and not new_groups, f"exported encoder {source}")
+            )
     else:
         ckpt = load_checkpoint(source)
-        src_groups = ckpt.get("cropssl", {}).get("encoder_config", {}).get("groups")
-        state, new_groups = remap_groups(ckpt["state_dict"], encoder, src_groups, prefix="encoder.")
-        report["new_groups"] = new_groups
-        strict = strict and not new_groups
         report.update(
             path=str(source),
             sha256=sha256_file(source),
             parent_lineage=ckpt.get("cropssl", {}).get("lineage"),
         )
-        if reset_teacher:
-            state = {k: v for k, v in state.items() if not k.startswith("teacher")}
-        own_keys = set(method.state_dict())
-        if reset_teacher or not strict:
-            state = {k: v for k, v in state.items() if k in own_keys or k.startswith("encoder.")}
-        report.update(_match_state(method, state, strict and not reset_teacher, f"checkpoint {source}"))
-    if hasattr(method, "reset_teacher") and (reset_teacher or kind != "checkpoint"):
+        report.update(
+            _load_method_state(method, ckpt["state_dict"], ckpt.get("cropssl", {}), strict, reset_teacher)
+        )
+    if hasattr(method, "reset_teacher") and (reset_teacher or not report.get("teacher_loaded")):
         method.reset_teacher()  # teacher starts as a copy of the loaded student
     log.info(
         "from_weights %s (%s): %d tensors loaded, %d initialised, %d ignored",

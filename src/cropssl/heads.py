@@ -119,3 +119,131 @@ class MaskedDecoder(nn.Module):
         for g, (name, head) in enumerate(zip(self.groups, self.heads, strict=True)):
             out[..., list(BAND_GROUPS[name])] = head(grid[:, :, g])
         return out
+
+
+class ProjectionHead(nn.Module):
+    """MLP projector: ``num_layers - 1`` Linear-BatchNorm-ReLU blocks, then a final Linear.
+
+    SimCLR / BYOL / Barlow Twins / VICReg projector; with ``last_bn`` an affine-free ``BatchNorm1d``
+    follows the last Linear (MoCo v3). Hidden Linears have no bias (a BatchNorm follows); the last one
+    has a bias unless ``last_bn``. BatchNorm needs more than one sample per batch in training mode, so a
+    batch of size 1 raises in ``train()``.
+
+    Args:
+        in_dim: Input width.
+        hidden_dim: Hidden width.
+        out_dim: Output width.
+        num_layers: Number of Linear layers (>= 1).
+        last_bn: Append ``BatchNorm1d(out_dim, affine=False)``.
+
+    """
+
+    def __init__(
+        self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, last_bn: bool = False
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        layers: list[nn.Module] = []
+        d = in_dim
+        for _ in range(num_layers - 1):
+            layers += [
+                nn.Linear(d, hidden_dim, bias=False),
+                nn.BatchNorm1d(hidden_dim),
+                nn.ReLU(inplace=True),
+            ]
+            d = hidden_dim
+        layers.append(nn.Linear(d, out_dim, bias=not last_bn))
+        if last_bn:
+            layers.append(nn.BatchNorm1d(out_dim, affine=False))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Project ``[B, in_dim]`` -> ``[B, out_dim]``."""
+        return self.layers(x)
+
+
+class PredictionHead(nn.Module):
+    """BYOL / MoCo v3 predictor: Linear-BatchNorm-ReLU-Linear.
+
+    BatchNorm needs more than one sample per batch in training mode.
+
+    Args:
+        in_dim: Input width.
+        hidden_dim: Hidden width.
+        out_dim: Output width.
+
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim, bias=False),
+            nn.BatchNorm1d(hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, out_dim),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Predict ``[B, in_dim]`` -> ``[B, out_dim]``."""
+        return self.layers(x)
+
+
+class DINOHead(nn.Module):
+    """DINO head (facebookresearch/dino ``DINOHead``).
+
+    An MLP with GELU (``num_layers`` Linears) to a bottleneck, L2 normalisation, then a weight-normalised
+    Linear without bias to ``out_dim`` prototypes. The weight norm uses
+    ``torch.nn.utils.parametrizations.weight_norm`` (parameters ``last_layer.parametrizations.weight.
+    original0`` = magnitude g ``[out_dim, 1]`` and ``original1`` = direction v); g starts at 1 and, with
+    ``norm_last_layer``, is frozen (``requires_grad=False``), so every prototype has unit norm and the
+    logits are cosine similarities. The module deep-copies (EMA teachers) and round-trips through
+    ``state_dict``.
+
+    Args:
+        in_dim: Input width.
+        out_dim: Number of prototypes.
+        hidden_dim: MLP hidden width.
+        bottleneck_dim: Bottleneck width.
+        num_layers: Number of MLP Linears (>= 1).
+        norm_last_layer: Freeze the weight-norm magnitude at 1.
+
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        num_layers: int = 3,
+        norm_last_layer: bool = True,
+    ) -> None:
+        super().__init__()
+        num_layers = max(num_layers, 1)
+        if num_layers == 1:
+            self.mlp: nn.Module = nn.Linear(in_dim, bottleneck_dim)
+        else:
+            layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim), nn.GELU()]
+            for _ in range(num_layers - 2):
+                layers += [nn.Linear(hidden_dim, hidden_dim), nn.GELU()]
+            layers.append(nn.Linear(hidden_dim, bottleneck_dim))
+            self.mlp = nn.Sequential(*layers)
+        for m in self.mlp.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        self.last_layer = nn.utils.parametrizations.weight_norm(
+            nn.Linear(bottleneck_dim, out_dim, bias=False)
+        )
+        g = self.last_layer.parametrizations.weight.original0
+        with torch.no_grad():
+            g.fill_(1.0)
+        if norm_last_layer:
+            g.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[B, in_dim]`` -> prototype logits ``[B, out_dim]``."""
+        x = self.mlp(x)
+        x = nn.functional.normalize(x, dim=-1, p=2)
+        return self.last_layer(x)

@@ -19,6 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from cropssl.schedules import LR_SCHEDULES
 from cropssl.schema import Batch
+from cropssl.views import ViewGenerator
 
 
 class SSLMethod(pl.LightningModule):
@@ -34,15 +35,25 @@ class SSLMethod(pl.LightningModule):
     """
 
     method_name: ClassVar[str] = "base"
+    #: Views per pixel the method's loss needs (0 = the method makes no views, e.g. masked modelling).
+    min_views: ClassVar[int] = 0
 
     def __init__(
         self,
         encoder: nn.Module,
         optimizer: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
+        views: ViewGenerator | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
+        if self.min_views and (views is None or views.n_global < self.min_views):
+            got = 0 if views is None else views.n_global
+            raise ValueError(
+                f"{self.method_name} needs {self.min_views} global views per pixel, the augment config "
+                f"makes {got}: use augment=default (2 views) or set augment.n_global={self.min_views}"
+            )
+        self.views = views
         self.optimizer_cfg = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, **dict(optimizer or {})}
         self.schedule_cfg = {"name": "cosine", "warmup_steps": 0, "total_steps": None, **dict(schedule or {})}
         if self.schedule_cfg["name"] not in LR_SCHEDULES:
@@ -63,6 +74,15 @@ class SSLMethod(pl.LightningModule):
     def shared_step(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """Compute the loss of one batch. Returns the loss and extra scalars to log."""
         raise NotImplementedError
+
+    def make_views(self, batch: Batch) -> list[Batch]:
+        """The augmented views of a batch (drawn from the method's checkpointed generator)."""
+        assert self.views is not None
+        return self.views(batch, generator=self.rng)
+
+    def encode_views(self, views: list[Batch]) -> list[Tensor]:
+        """Pooled embeddings of several views in one encoder pass per sequence length."""
+        return encode_views(self.encoder, views)
 
     # ---- Lightning hooks ---------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -142,3 +162,30 @@ class SSLMethod(pl.LightningModule):
         state = checkpoint.get("cropssl", {}).get("rng_state")
         if state is not None:
             self.rng.set_state(state)
+
+
+def cat_batches(batches: list[Batch]) -> Batch:
+    """Concatenate batches with the same T along the batch dimension (metadata is dropped)."""
+    first = batches[0]
+    return Batch(
+        x=torch.cat([b.x for b in batches]),
+        mask=torch.cat([b.mask for b in batches]),
+        month=torch.cat([b.month for b in batches]),
+        latlon=torch.cat([b.latlon for b in batches]),
+        dynamic_world=torch.cat([b.dynamic_world for b in batches]),
+        label=torch.cat([b.label for b in batches]),
+        meta={} if len(batches) > 1 else first.meta,
+    )
+
+
+def encode_views(encoder: nn.Module, views: list[Batch]) -> list[Tensor]:
+    """Embed views, batching together those of the same length (one forward pass each)."""
+    out: list[Tensor | None] = [None] * len(views)
+    by_len: dict[int, list[int]] = {}
+    for i, v in enumerate(views):
+        by_len.setdefault(int(v.x.shape[1]), []).append(i)
+    for idx in by_len.values():
+        z = encoder(cat_batches([views[i] for i in idx]))
+        for i, chunk in zip(idx, z.chunk(len(idx)), strict=True):
+            out[i] = chunk
+    return out  # type: ignore[return-value]

@@ -1,0 +1,264 @@
+"""``cropssl-embed``: embed pixel time series with an exported encoder (CPU, no training stack).
+
+Inputs are shard directories (with ``manifest.json``), WorldCereal parquet files (long or wide) or NetCDF
+cubes; they are normalised exactly like training batches (:meth:`cropssl.schema.Batch.from_samples`).
+The output format follows the suffix of ``--out``:
+
+* ``.parquet``: one row per sample with ``sample_id, source, lat, lon, label, year`` (plus ``row, col``
+  for NetCDF cubes) and ``emb_0 .. emb_{d-1}``;
+* ``.npy``: the ``[N, d]`` float32 embeddings, with the ids in the sidecar ``<stem>.ids.parquet``.
+
+Examples::
+
+    cropssl-embed --encoder exports/mae-v1 work/shards/eval --out emb.parquet
+    cropssl-embed --encoder exports/mae-v1 field.parquet cube.nc --out emb.npy --batch-size 2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cropssl.schema import BANDS, Batch, PixelSamples
+
+OUT_SUFFIXES = (".parquet", ".npy")
+_CUBE_ID = re.compile(r"_(\d+)_(\d+)$")
+
+
+class EmbedError(ValueError):
+    """The inputs do not fit the encoder, or the output cannot be written."""
+
+
+def ids_path(out: str | Path) -> Path:
+    """The sidecar ids file of a ``.npy`` output: ``emb.npy`` -> ``emb.ids.parquet``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.ids.parquet")
+
+
+def _open_input(
+    path: Path, timesteps: int | None, max_t: int
+) -> tuple[str, int, int, Iterator[PixelSamples]]:
+    """Return ``(kind, T, n_samples, parts)`` of one input, checking T against the encoder first."""
+    if path.is_dir():
+        from cropssl.data.shards import iter_samples, load_manifest, resolve_shards
+
+        manifest = load_manifest(path)
+        t = int(manifest["timesteps"])
+        if manifest.get("bands") not in (None, list(BANDS)):
+            raise EmbedError(f"shards {path} have bands {manifest.get('bands')}, expected {list(BANDS)}")
+        if timesteps is not None and timesteps != t:
+            raise EmbedError(
+                f"shards {path} hold T={t} timesteps but --timesteps {timesteps} was given; drop --timesteps "
+                "or re-shard the inputs with the wanted T"
+            )
+        if t > max_t:
+            raise EmbedError(
+                f"input {path} has T={t} timesteps but the encoder accepts at most max_T={max_t} "
+                "(encoder config.json inputs.timesteps.max)"
+            )
+        return "shards", t, int(manifest.get("num_samples", 0)), iter_samples(resolve_shards(path))
+    from cropssl.data.ingest import detect_format, read_input
+
+    t = timesteps if timesteps is not None else min(12, max_t)
+    if t > max_t:
+        raise EmbedError(
+            f"--timesteps {t} is more than the encoder accepts (max_T={max_t}, encoder config.json "
+            f"inputs.timesteps.max) for input {path}"
+        )
+    kind = detect_format(path)
+    samples, _ = read_input(path, t)
+    return kind, t, len(samples), iter([samples])
+
+
+def _rebatch(parts: Iterator[PixelSamples], batch_size: int) -> Iterator[PixelSamples]:
+    """Regroup records / files into batches of ``batch_size`` samples (the last one may be smaller)."""
+    buf: list[PixelSamples] = []
+    n = 0
+    for part in parts:
+        if len(part) == 0:
+            continue
+        buf.append(part)
+        n += len(part)
+        while n >= batch_size:
+            allp = PixelSamples.concat(buf) if len(buf) > 1 else buf[0]
+            yield allp.select(slice(0, batch_size))
+            rest = allp.select(slice(batch_size, None))
+            buf, n = ([rest], len(rest)) if len(rest) else ([], 0)
+    if buf:
+        yield PixelSamples.concat(buf) if len(buf) > 1 else buf[0]
+
+
+def embed_inputs(
+    encoder_dir: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    batch_size: int = 1024,
+    timesteps: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Embed every sample of ``inputs`` with the exported encoder in ``encoder_dir`` and write ``out``.
+
+    Args:
+        encoder_dir: Export directory (``model.safetensors`` + ``config.json``).
+        inputs: Shard directories, parquet files and/or NetCDF cubes.
+        out: Output file, ``.parquet`` or ``.npy`` (then ids go to ``<stem>.ids.parquet``).
+        batch_size: Samples per forward pass.
+        timesteps: Months per sample window for parquet / NetCDF inputs (default 12, or the encoder's
+            max_T if smaller); shard directories keep their own T and must match it if given.
+        progress: Show a tqdm progress bar (stderr).
+
+    Returns:
+        A summary: ``n``, ``dim``, ``out``, ``ids`` (sidecar path or None), ``seconds``, ``px_per_s``.
+
+    Raises:
+        EmbedError: The encoder's bands / T do not fit the data, or the output suffix is unsupported.
+        FileNotFoundError: The encoder directory or an input is missing.
+
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+    from tqdm import tqdm
+
+    from cropssl.export import load_encoder
+
+    out = Path(out)
+    if out.suffix.lower() not in OUT_SUFFIXES:
+        raise EmbedError(f"--out {out}: unsupported suffix {out.suffix!r}; use .parquet or .npy")
+    if batch_size < 1:
+        raise EmbedError(f"--batch-size must be >= 1, got {batch_size}")
+    if not inputs:
+        raise EmbedError("no inputs given")
+    encoder = load_encoder(encoder_dir)
+    config: dict[str, Any] = encoder.export_config  # type: ignore[assignment]
+    enc_bands = list((config.get("inputs") or {}).get("bands") or BANDS)
+    if enc_bands != list(BANDS):
+        raise EmbedError(
+            f"the encoder in {encoder_dir} expects bands {enc_bands} but the data (cropssl schema) has "
+            f"{list(BANDS)}; re-export the encoder with this version of cropssl"
+        )
+    max_t = encoder.max_T
+    paths = [Path(p) for p in inputs]
+    for p in paths:
+        if not p.exists():
+            raise FileNotFoundError(f"input {p} does not exist")
+    opened = [(p, *_open_input(p, timesteps, max_t)) for p in paths]  # checks T of every input first
+    total = sum(n for _, _, _, n, _ in opened)
+
+    embs: list[np.ndarray] = []
+    cols: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("sample_id", "source", "lat", "lon", "label", "year", "row", "col")
+    }
+    any_cube = any(kind == "cube" for _, kind, _, _, _ in opened)
+    start = time.perf_counter()
+    bar = tqdm(total=total or None, unit="px", disable=not progress, desc="embedding", file=sys.stderr)
+    with torch.inference_mode():
+        for path, kind, _t, _n, parts in opened:
+            offset = 0
+            for chunk in _rebatch(parts, batch_size):
+                batch = Batch.from_samples(chunk)
+                embs.append(encoder(batch).float().numpy())
+                n = len(chunk)
+                ids = np.asarray(chunk.meta["sample_id"], dtype=object).astype(str)
+                empty = ids == ""
+                if empty.any():
+                    ids[empty] = [f"{path.name}:{i}" for i in np.flatnonzero(empty) + offset]
+                cols["sample_id"].append(ids)
+                cols["source"].append(np.full(n, path.name, dtype=object))
+                cols["lat"].append(chunk.latlon[:, 0].astype(np.float64))
+                cols["lon"].append(chunk.latlon[:, 1].astype(np.float64))
+                cols["label"].append(chunk.label.astype(np.int64))
+                cols["year"].append(chunk.year.astype(np.int64))
+                rc = np.full((n, 2), -1, dtype=np.int64)
+                if kind == "cube":
+                    for i, s in enumerate(ids):
+                        m = _CUBE_ID.search(s)
+                        if m:
+                            rc[i] = int(m.group(1)), int(m.group(2))
+                cols["row"].append(rc[:, 0])
+                cols["col"].append(rc[:, 1])
+                offset += n
+                bar.update(n)
+    bar.close()
+    seconds = time.perf_counter() - start
+    dim = encoder.embed_dim
+    emb = np.concatenate(embs) if embs else np.zeros((0, dim), np.float32)
+    table_cols: dict[str, Any] = {
+        k: np.concatenate(v) if v else np.zeros(0)
+        for k, v in cols.items()
+        if any_cube or k not in ("row", "col")
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ids_file: Path | None = None
+    if out.suffix.lower() == ".npy":
+        np.save(out, emb.astype(np.float32))
+        ids_file = ids_path(out)
+        pq.write_table(pa.table(table_cols), ids_file)
+    else:
+        table_cols.update({f"emb_{j}": emb[:, j].astype(np.float32) for j in range(dim)})
+        pq.write_table(pa.table(table_cols), out)
+    return {
+        "n": len(emb),
+        "dim": dim,
+        "out": str(out),
+        "ids": None if ids_file is None else str(ids_file),
+        "seconds": seconds,
+        "px_per_s": len(emb) / seconds if seconds > 0 else float("inf"),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(prog="cropssl-embed", description=__doc__.split("\n")[0])
+    p.add_argument("--encoder", required=True, help="export directory written by cropssl-export")
+    p.add_argument("inputs", nargs="+", help="shard directories, WorldCereal parquet files, NetCDF cubes")
+    p.add_argument(
+        "--out", required=True, help="output .parquet (ids + emb_* columns) or .npy (+ .ids.parquet)"
+    )
+    p.add_argument("--batch-size", type=int, default=1024, help="samples per forward pass (default 1024)")
+    p.add_argument(
+        "--timesteps",
+        type=int,
+        default=None,
+        help="months per sample for parquet / NetCDF inputs (default 12 or the encoder's max_T if smaller)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cropssl-embed``; returns the exit code (2 on errors)."""
+    args = build_parser().parse_args(argv)
+    from cropssl.data.ingest import InputFormatError
+    from cropssl.data.shards import ShardError
+
+    try:
+        summary = embed_inputs(
+            args.encoder,
+            args.inputs,
+            args.out,
+            batch_size=args.batch_size,
+            timesteps=args.timesteps,
+            progress=not args.quiet,
+        )
+    except (EmbedError, InputFormatError, ShardError, FileNotFoundError, ValueError) as exc:
+        print(f"cropssl-embed: error: {exc}", file=sys.stderr)
+        return 2
+    extra = f" (ids in {summary['ids']})" if summary["ids"] else ""
+    print(
+        f"wrote {summary['n']} x {summary['dim']} embeddings to {summary['out']}{extra} in "
+        f"{summary['seconds']:.1f} s ({summary['px_per_s']:.0f} px/s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

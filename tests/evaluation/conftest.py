@@ -1,0 +1,26 @@
+"""Real labelled WorldCereal samples for the evaluation tests (skipped when ../shared is absent)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cropssl.schema import PixelSamples
+from tests.conftest import REAL_FILES, require_shared
+
+
+@pytest.fixture(scope="session")
+def east_africa() -> PixelSamples:
+    """The 500 East African samples (T=12)."""
+    require_shared(REAL_FILES["wide"])
+    from cropssl.data.ingest import read_input
+
+    return read_input(REAL_FILES["wide"], 12)[0]
+
+
+@pytest.fixture(scope="session")
+def france() -> PixelSamples:
+    """The 500 French LPIS parcels (T=12)."""
+    require_shared(REAL_FILES["long"])
+    from cropssl.data.ingest import read_input
+
+    return read_input(REAL_FILES["long"], 12)[0]

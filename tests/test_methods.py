@@ -1,0 +1,228 @@
+"""Every SSL method on the shared base: a real Hydra config, real Lightning, real shards (no mocks)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from cropssl.config import CONFIG_DIR
+from cropssl.data.datamodule import PixelDataModule
+from cropssl.data.shards import write_shards
+from cropssl.methods.teacher import EMATeacher
+from tests.conftest import make_samples
+from tests.test_pretrain import METHOD_TINY, pretrain, tiny
+
+METHODS = ["mae", "simclr", "mocov3", "byol", "dino", "barlow", "vicreg"]
+TEACHER_METHODS = ["mocov3", "byol", "dino"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("methods") / "sh"
+    write_shards(make_samples(600, seed=7), out, samples_per_record=100, records_per_shard=2)
+    return out
+
+
+def build(method: str, *overrides: str):
+    """Encoder + method exactly as cropssl-pretrain builds them, from the real config."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            "pretrain", overrides=["encoder=tiny", f"method={method}", *METHOD_TINY[method], *overrides]
+        )
+    torch.manual_seed(0)
+    encoder = instantiate(cfg.encoder)
+    method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
+    method_cfg.pop("name")
+    return instantiate(method_cfg, encoder=encoder, _convert_="all")
+
+
+def fit(method, shards, steps: int, **trainer_kw):
+    dm = PixelDataModule(str(shards), batch_size=32, shuffle_buffer=64, steps_per_epoch=20)
+    trainer = pl.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        **trainer_kw,
+    )
+    trainer.fit(method, datamodule=dm)
+    return trainer
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_trains_and_keeps_its_state_in_the_state_dict(name, shards):
+    method = build(name)
+    before = {k: v.clone() for k, v in method.encoder.state_dict().items()}
+    trainer = fit(method, shards, steps=3)
+    assert trainer.global_step == 3
+    assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
+    after = method.encoder.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "the encoder did not change"
+    keys = method.state_dict().keys()
+    if name in TEACHER_METHODS:
+        teacher = {
+            k.removeprefix("teacher.ema.module.encoder."): v
+            for k, v in method.state_dict().items()
+            if k.startswith("teacher.ema.module.encoder.")
+        }
+        assert teacher.keys() == after.keys()
+        # the teacher moved towards the student but is not the student
+        assert any(not torch.equal(teacher[k], after[k]) for k in teacher)
+        assert any(not torch.equal(teacher[k], before[k]) for k in teacher)
+        assert not any(p.requires_grad for p in method.teacher.parameters())
+    if name == "dino":
+        assert "loss_fn.center" in keys
+
+
+def test_teacher_momentum_is_the_cosine_schedule_of_the_global_step():
+    t = EMATeacher({"lin": torch.nn.Linear(2, 2)}, base_momentum=0.99)
+    for k, total in [(0, 100), (25, 100), (50, 100), (100, 100), (150, 100)]:
+        expected = 1 - (1 - 0.99) * (math.cos(math.pi * min(k, total) / total) + 1) / 2  # BYOL, eq. (3)
+        assert t.momentum(k, total) == pytest.approx(expected)
+
+
+def test_ema_update_is_the_convex_combination():
+    torch.manual_seed(0)
+    student = {"lin": torch.nn.Linear(3, 2)}
+    t = EMATeacher(student, base_momentum=0.9)
+    old = {k: v.clone() for k, v in t["lin"].state_dict().items()}
+    with torch.no_grad():
+        student["lin"].weight.add_(1.0)
+    t.update(student, momentum=0.75)
+    for k, v in student["lin"].state_dict().items():
+        torch.testing.assert_close(t["lin"].state_dict()[k], 0.75 * old[k] + 0.25 * v)
+
+
+def test_teacher_updates_once_per_optimiser_step_under_gradient_accumulation(shards):
+    method = build("byol", "method.schedule.total_steps=100")  # momentum < 1 at every step here
+    seen: list[tuple[int, torch.Tensor]] = []
+
+    class Record(pl.Callback):  # the teacher before every batch, and at the end
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append((trainer.global_step, pl_module.teacher["encoder"].blocks[0].attn.qkv.weight.clone()))
+
+        def on_train_end(self, trainer, pl_module):
+            self.on_train_batch_start(trainer, pl_module, None, -1)
+
+    dm = PixelDataModule(str(shards), batch_size=32, shuffle_buffer=64, steps_per_epoch=20)
+    trainer = pl.Trainer(
+        max_steps=3,
+        accumulate_grad_batches=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record()],
+    )
+    trainer.fit(method, datamodule=dm)
+    # 6 batches, 3 optimiser steps: the teacher changes exactly on the batches that completed a step
+    changed = [not torch.equal(a, b) for (_, a), (_, b) in itertools.pairwise(seen)]
+    steps = [s for s, _ in seen]
+    assert steps == [0, 0, 1, 1, 2, 2, 3]
+    assert changed == [False, True, False, True, False, True]
+
+
+def test_unknown_method_lists_the_valid_ones(tmp_path):
+    proc = pretrain("method=simclrr", f"run_dir={tmp_path / 'r'}", check=False)
+    assert proc.returncode != 0
+    for name in METHODS:
+        assert name in proc.stderr
+
+
+def test_two_view_method_with_a_one_view_config_fails_clearly():
+    # Hydra wraps the method's ValueError; the user sees its message
+    with pytest.raises(InstantiationException, match=r"simclr needs 2 global views .* use augment=default"):
+        build("simclr", "augment=none")
+
+
+def test_dino_local_views_need_longer_sequences(shards, tmp_path):
+    short = tmp_path / "short"
+    write_shards(make_samples(128, T=6, seed=8), short, samples_per_record=64)
+    # global windows may be short here; the local windows (4..6 months) would not be shorter than T=6
+    method = build("dino", "augment.global_transform.transforms.0.min_len=4")
+    with pytest.raises(ValueError, match=r"DINO local views need T > local_len .* got T=6, local_len=6"):
+        fit(method, short, steps=1)
+
+
+@pytest.mark.slow
+def test_compare_families_multirun_writes_one_table(tmp_path):
+    """`cropssl-pretrain -m experiment=compare_families` runs all seven methods and writes the table."""
+    data = tmp_path / "sh"
+    write_shards(make_samples(400, seed=9), data, samples_per_record=100)
+    write_shards(make_samples(300, seed=10), tmp_path / "lab", samples_per_record=100)
+    sweep = tmp_path / "sweep"
+    tiny_all = [o for o in tiny("mae") if not o.startswith("method")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cropssl.cli.pretrain",
+        "-m",
+        "experiment=compare_families",
+        *tiny_all,
+        f"data.train={data}",
+        "data.batch_size=32",
+        "trainer.max_steps=4",
+        f"callbacks.probe.labelled_shards={tmp_path / 'lab'}",
+        "callbacks.probe.every_n_steps=2",
+        "callbacks.health.every_n_steps=2",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    df = pd.read_csv(sweep / "compare.csv")
+    assert sorted(df["method"]) == sorted(METHODS)
+    assert df["final loss"].notna().all() and (df["steps"] == 4).all()
+    for col in ["kNN macro-F1", "linear macro-F1", "RankMe", "samples/s", "train MMACs/sample"]:
+        assert df[col].notna().all() and (df[col] > 0).all(), col
+    # DINO's 6 views cost more per sample than SimCLR's 2 (same encoder)
+    macs = df.set_index("method")["train MMACs/sample"]
+    assert macs["dino"] > macs["simclr"]
+    assert "| dino |" in (sweep / "compare.md").read_text()
+    assert np.isfinite(df["wall time (s)"]).all()
+
+
+def test_from_weights_continue_bundle_restores_heads_and_teacher_and_other_methods_take_the_encoder(
+    shards, tmp_path
+):
+    from cropssl.checkpointing import init_from_weights
+    from cropssl.export import export_encoder
+
+    byol = build("byol", "method.schedule.total_steps=100")
+    trainer = fit(byol, shards, steps=3)
+    ckpt = tmp_path / "byol.ckpt"
+    trainer.save_checkpoint(ckpt)
+    export_encoder(ckpt, tmp_path / "export", formats=("safetensors",))
+    saved = byol.state_dict()
+
+    again = build("byol")  # a fresh BYOL continues from the bundle: every tensor comes back
+    report = init_from_weights(again, str(tmp_path / "export"))
+    assert report["continue_bundle"] and report["teacher_loaded"]
+    for k, v in again.state_dict().items():
+        torch.testing.assert_close(v, saved[k], rtol=0, atol=0, msg=k)
+
+    simclr = build("simclr")  # another method: the encoder loads (strict), the heads start fresh
+    fresh_head = simclr.projector.layers[0].weight.clone()
+    report = init_from_weights(simclr, str(ckpt), strict=True)
+    for k, v in simclr.encoder.state_dict().items():
+        torch.testing.assert_close(v, saved[f"encoder.{k}"], rtol=0, atol=0, msg=k)
+    assert not report["teacher_loaded"] and report["loaded"] and not report["ignored"]
+    torch.testing.assert_close(simclr.projector.layers[0].weight, fresh_head)
+
+    dino = build("dino")  # a teacher method from another method's weights: teacher = loaded student
+    init_from_weights(dino, str(ckpt))
+    for k, v in dino.encoder.state_dict().items():
+        torch.testing.assert_close(dino.teacher["encoder"].state_dict()[k], v, rtol=0, atol=0)

@@ -9,6 +9,7 @@ parameters, so they live in the method's ``state_dict`` and resume exactly.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from timm.utils.model_ema import ModelEmaV3
@@ -63,12 +64,15 @@ class EMATeacher(nn.Module):
 class TeacherMixin:
     """Teacher plumbing for a :class:`~cropssl.methods.base.SSLMethod` with an ``EMATeacher``.
 
-    The method defines ``self.teacher`` and :meth:`student_modules`; the teacher is updated once per
-    optimiser step (not per batch, so gradient accumulation is respected), after the step.
+    The method defines ``self.teacher`` and :meth:`student_modules`. The teacher moves right after each
+    optimiser step, inside :meth:`optimizer_step`: once per step (not per batch, so gradient accumulation
+    is respected), and before any checkpoint of that step is written, so a resumed run restarts from
+    exactly the teacher the uninterrupted run had. The momentum of step ``k`` (0-based) is
+    ``teacher.momentum(k, total_steps)``.
     """
 
     teacher: EMATeacher
-    _teacher_step: int = -1
+    _last_momentum: float | None = None
 
     def student_modules(self) -> dict[str, nn.Module]:
         """The student modules the teacher follows, by name (same names as the teacher's)."""
@@ -78,19 +82,15 @@ class TeacherMixin:
         """Make the teacher a copy of the student (fresh start and ``start.reset_teacher``)."""
         self.teacher.copy_from(self.student_modules())
 
-    def teacher_momentum(self) -> float:
-        """Momentum at the current global step."""
-        return self.teacher.momentum(self.global_step, self.total_steps())  # type: ignore[attr-defined]
-
-    def on_train_start(self) -> None:
-        """Remember the step the teacher was last updated at (restored runs start from their step)."""
-        self._teacher_step = int(self.global_step)  # type: ignore[attr-defined]
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        """The optimiser step, then the teacher update with the momentum of that step."""
+        step = int(self.global_step)  # type: ignore[attr-defined]  # steps completed before this one
+        super().optimizer_step(*args, **kwargs)  # type: ignore[misc]
+        momentum = self.teacher.momentum(step, self.total_steps())  # type: ignore[attr-defined]
+        self.teacher.update(self.student_modules(), momentum)
+        self._last_momentum = momentum
 
     def on_train_batch_end(self, outputs: object, batch: object, batch_idx: int) -> None:
-        """After an optimiser step: move the teacher towards the student."""
-        step = int(self.global_step)  # type: ignore[attr-defined]
-        if step != self._teacher_step:
-            momentum = self.teacher_momentum()
-            self.teacher.update(self.student_modules(), momentum)
-            self._teacher_step = step
-            self.log("train/teacher_momentum", momentum)  # type: ignore[attr-defined]
+        """Log the momentum of the last teacher update."""
+        if self._last_momentum is not None:
+            self.log("train/teacher_momentum", self._last_momentum)  # type: ignore[attr-defined]

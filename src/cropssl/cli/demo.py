@@ -76,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cropssl.cli.pretrain",
         "method=mae",
         f"data.train={pretrain}",
+        "callbacks=monitors",
+        f"callbacks.probe.labelled_shards={labelled}",
         f"trainer.max_steps={args.steps}",
         f"run_dir={run_dir}",
         "name=demo_mae",
@@ -91,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"checkpoint:  {summary.get('checkpoint')}")
     print(f"loss curve:  {summary.get('loss_curve')}")
     print(f"loss:        first {summary.get('first_loss'):.4f} -> last {summary.get('last_loss'):.4f}")
+    if "monitor/knn_f1" in summary:
+        print(
+            f"monitors:    kNN macro-F1 {summary['monitor/knn_f1']:.3f}, linear-probe macro-F1 "
+            f"{summary.get('monitor/linear_f1', float('nan')):.3f}, "
+            f"RankMe {summary.get('monitor/rankme', 0):.1f} (metrics.csv has them over time)"
+        )
     return 0
 
 

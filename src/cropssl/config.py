@@ -34,6 +34,8 @@ PRETRAIN_KEYS = frozenset(
         "name",
         "run_dir",
         "summary",
+        # metric a sweep optimises (returned by the Hydra task; see configs/hparams_search)
+        "objective",
     }
 )
 #: Keys of nodes that are metadata, not constructor arguments.

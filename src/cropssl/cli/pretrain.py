@@ -5,13 +5,25 @@ Examples::
     cropssl-pretrain                                  # MAE on the demo shards
     cropssl-pretrain method=mae trainer.max_steps=100 data.train=work/shards/pretrain
     cropssl-pretrain start=resume run_dir=runs/2026-11-25_10-00-00_mae
+    cropssl-pretrain trainer=ddp trainer.devices=2          # 2 DDP processes (gloo on CPU), one run dir
+    cropssl-pretrain -m +hparams_search=simclr_optuna       # Optuna sweep; returns ``objective``
+
+Distributed runs: with ``trainer=ddp`` Lightning starts the other ranks by running this app again. The
+launching process hands them its run directory and its overrides (environment variables), so every rank
+joins the same run and only rank 0 writes configs, logs, summaries and checkpoints. Under ``srun`` (one
+task per device) each task runs the app: pass ``run_dir=`` (the sbatch templates in ``slurm/`` do), else
+the tasks agree on ``runs/slurm-<job>.<step>_<name>``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,10 +36,48 @@ from cropssl.config import CONFIG_DIR, check_config
 log = logging.getLogger("cropssl.pretrain")
 
 
+#: Set by the process that launches DDP ranks, for the ranks Lightning starts (they re-run this app):
+#: the run directory of the job and its overrides (JSON list).
+RUN_DIR_ENV = "CROPSSL_RUN_DIR"
+OVERRIDES_ENV = "CROPSSL_TASK_OVERRIDES"
+#: Environment variables Lightning's DDP launcher sets in the launching process (removed after the job so
+#: the next job of a multirun starts its own processes on a new port).
+_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+#: Run directories this process has chosen, per (root, name): Hydra may evaluate ``hydra.run.dir`` twice.
+_CHOSEN_RUN_DIRS: dict[tuple[str, str], str] = {}
+
+
+def _in_multitask_srun() -> bool:
+    """Inside an ``srun`` step of several tasks (each task runs this app)."""
+    return "SLURM_STEP_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
+
+
+def _new_run_dir(root: str, name: str) -> str:
+    """``<root>/<timestamp>_<name>``, created here; a suffix ``_1``, ``_2``... if another run has it."""
+    if os.environ.get("SLURM_JOB_ID") and _in_multitask_srun():  # the tasks must agree without talking
+        return f"{root}/slurm-{os.environ['SLURM_JOB_ID']}.{os.environ['SLURM_STEP_ID']}_{name}"
+    base = f"{root}/{datetime.now():%Y-%m-%d_%H-%M-%S}_{name}"
+    Path(root).mkdir(parents=True, exist_ok=True)
+    for i in range(10_000):
+        candidate = base if i == 0 else f"{base}_{i}"
+        try:
+            Path(candidate).mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise FileExistsError(f"no free run directory {base}_<n> in {root}")
+
+
 def _run_dir_resolver(run_dir: Any, root: str, name: str) -> str:
     if run_dir not in (None, "", "None", "null"):
         return str(run_dir)
-    return f"{root}/{datetime.now():%Y-%m-%d_%H-%M-%S}_{name}"
+    inherited = os.environ.get(RUN_DIR_ENV)
+    if inherited:  # a DDP rank started by the launching process (or that process during its job)
+        return inherited
+    key = (str(root), str(name))
+    if key not in _CHOSEN_RUN_DIRS:
+        _CHOSEN_RUN_DIRS[key] = _new_run_dir(str(root), str(name))
+    return _CHOSEN_RUN_DIRS[key]
 
 
 OmegaConf.register_new_resolver("cropssl_run_dir", _run_dir_resolver, replace=True)
@@ -184,6 +234,15 @@ def save_final_checkpoint(trainer: Any, run_dir: Path) -> None:
     trainer.save_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"))
 
 
+def end_distributed() -> None:
+    """After training: wait for every rank, then leave the process group (DDP only; else nothing)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Pre-train per the composed config; returns the run summary."""
     import pytorch_lightning as pl
@@ -225,6 +284,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     start_step = int(load_checkpoint_step(ckpt_path))
     trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path)
     save_final_checkpoint(trainer, run_dir)
+    end_distributed()  # the summary below runs forward passes on rank 0 alone (no collectives)
     summary: dict[str, Any] = {"run_dir": str(run_dir)}
     if trainer.is_global_zero and cfg.summary:
         wall = time.time() - start
@@ -241,10 +301,183 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
+#: Callbacks that log each ``monitor/*`` objective.
+_MONITOR_OF = {
+    "monitor/knn_f1": "ProbeMonitor",
+    "monitor/linear_f1": "ProbeMonitor",
+    "monitor/emb_std": "EmbeddingHealth",
+    "monitor/rankme": "EmbeddingHealth",
+}
+
+
+def check_objective(cfg: DictConfig) -> str | None:
+    """The configured ``objective`` metric, after checking the run will produce it (fails before training).
+
+    Raises:
+        ValueError: the run writes no summary, or no configured callback logs the ``monitor/*`` metric.
+
+    """
+    metric = cfg.get("objective")
+    if metric is None:
+        return None
+    metric = str(metric)
+    if not cfg.summary:
+        raise ValueError(f"objective={metric} is read from summary.json: set summary=true")
+    needed = _MONITOR_OF.get(metric)
+    if needed is not None:
+        targets = [str(c.get("_target_", "")) for c in (cfg.callbacks or {}).values()]
+        if not any(t.endswith(needed) for t in targets):
+            raise ValueError(
+                f"objective={metric} is logged by the {needed} callback, which this run does not have: add "
+                "callbacks=monitors (and labelled shards in callbacks.probe.labelled_shards)"
+            )
+    return metric
+
+
+def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
+    """The value a sweeper optimises: the last value of ``cfg.objective`` (default ``last_loss``).
+
+    Looked up in the summary (``last_loss``, ``monitor/knn_f1``, ...), then as a column of the run's
+    ``metrics.csv`` (``train/loss``, ...). ``None`` on ranks other than 0 and, without an explicit
+    ``objective``, when the run has no final loss.
+
+    Raises:
+        KeyError: an explicit ``objective`` the run did not log, listing what it did log.
+
+    """
+    from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+    if getattr(rank_zero_only, "rank", 0) != 0 or "wall_time_s" not in summary:
+        return None
+    metric = cfg.get("objective")
+    key = "last_loss" if metric is None else str(metric)
+    value = summary.get(key)
+    columns: list[str] = []
+    metrics = Path(summary["run_dir"]) / "metrics.csv"
+    if value is None and metrics.exists():
+        import pandas as pd
+
+        df = pd.read_csv(metrics)
+        columns = list(df.columns)
+        if key in df and df[key].notna().any():
+            value = df[key].dropna().iloc[-1]
+    if value is None:
+        if metric is None:
+            return None
+        raise KeyError(
+            f"objective {key!r} was not logged by this run: summary.json has {sorted(summary)}"
+            + (f", metrics.csv has {columns}" if columns else "")
+        )
+    return float(value)
+
+
+@contextlib.contextmanager
+def ddp_job_env(cfg: DictConfig, run_dir: Path) -> Iterator[None]:
+    """Hand this job's run directory and overrides to the DDP ranks Lightning starts; clean up after.
+
+    In the launching process only (not in a rank started by a launcher, which has ``LOCAL_RANK``). On exit
+    the variables Lightning's launcher set are restored and the process group is destroyed, so the next
+    job of a multirun in the same process starts its own ranks.
+    """
+    if "LOCAL_RANK" in os.environ:
+        yield
+        return
+    from hydra.core.hydra_config import HydraConfig
+
+    saved = {k: os.environ.get(k) for k in (*_DDP_ENV, RUN_DIR_ENV, OVERRIDES_ENV)}
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    os.environ[OVERRIDES_ENV] = json.dumps(overrides)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():  # the job failed: leave the group anyway
+            dist.destroy_process_group()
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _global_rank_from_env() -> int:
+    if os.environ.get("RANK", "").isdigit():  # torchrun
+        return int(os.environ["RANK"])
+    if _in_multitask_srun() and os.environ.get("SLURM_PROCID", "").isdigit():
+        return int(os.environ["SLURM_PROCID"])
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
+#: Hydra command-line flags that choose the config (kept when a DDP rank's command line is rewritten).
+_CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+
+
+def _config_flags(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg in _CONFIG_FLAGS and i + 1 < len(argv):
+            out += [arg, argv[i + 1]]
+        elif arg.split("=", 1)[0] in _CONFIG_FLAGS and "=" in arg:
+            out.append(arg)
+    return out
+
+
+def rank_argv(argv: list[str]) -> list[str]:
+    """The command line of this process: rewritten for a DDP rank so that it joins the launcher's job.
+
+    A rank Lightning started re-runs this app with the launcher's command line, which in a multirun holds
+    the whole sweep: it gets the job's own overrides and run directory instead. Ranks other than 0 write no
+    ``.hydra`` directory and no log file (rank 0 does).
+    """
+    run_dir, overrides = os.environ.get(RUN_DIR_ENV), os.environ.get(OVERRIDES_ENV)
+    if run_dir and overrides is not None and os.environ.get("LOCAL_RANK", "0") not in ("", "0"):
+        return [
+            argv[0],
+            *_config_flags(argv[1:]),
+            *json.loads(overrides),
+            f"hydra.run.dir={_quote(run_dir)}",
+            "hydra.output_subdir=null",
+            "hydra/job_logging=stdout",
+        ]
+    if _global_rank_from_env() == 0:
+        return argv
+    extra = []
+    if not any(a.startswith("hydra.output_subdir=") for a in argv):
+        extra.append("hydra.output_subdir=null")
+    if not any(a.startswith("hydra/job_logging=") for a in argv):
+        extra.append("hydra/job_logging=stdout")
+    return [*argv, *extra]
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="pretrain")
-def main(cfg: DictConfig) -> None:
-    """Entry point of ``cropssl-pretrain``."""
-    run(cfg)
+def pretrain_app(cfg: DictConfig) -> float | None:
+    """The Hydra task: pre-train, then return the objective value (what an Optuna sweep optimises)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    check_objective(cfg)
+    with ddp_job_env(cfg, Path(HydraConfig.get().runtime.output_dir)):
+        summary = run(cfg)
+    return objective_value(cfg, summary)
+
+
+def main(cfg: DictConfig | None = None) -> float | None:
+    """Entry point of ``cropssl-pretrain``.
+
+    From the command line (no ``cfg``) it runs the Hydra app, whose task returns the objective value to
+    the sweeper (Hydra's own entry point returns ``None``). Given a composed ``cfg``, it runs that config
+    and returns the objective value.
+    """
+    if cfg is not None:
+        return pretrain_app(cfg)
+    sys.argv = rank_argv(list(sys.argv))
+    pretrain_app()
+    return None
 
 
 if __name__ == "__main__":

@@ -5,6 +5,16 @@ dataloader worker, shuffles shard order and samples (with a vectorised shuffle b
 hundreds of pixels, so shuffling arrays beats shuffling Python dicts), and optionally runs in
 *resampled* mode: shards are drawn with replacement and every rank yields exactly
 ``steps_per_epoch`` batches, so distributed ranks never disagree on the epoch length.
+
+Distributed training (DDP): shards are split by global rank and by dataloader worker, and every stream
+is seeded by ``(seed, epoch, rank, worker)``, so ranks and workers read different data. In resampled mode
+(the default, and the recommended mode for DDP) every rank yields exactly ``steps_per_epoch`` batches.
+Without resampling, every rank is cut to the number of batches of the smallest rank, computed from the
+shards' sample counts in ``manifest.json`` (so no rank waits at the end of an epoch for the others), and
+a clear error is raised when there are fewer shards than ranks x workers or the sample counts are unknown.
+
+Shards may be local or remote (``https://``, ``s3://``, ``gs://``, ``pipe:``; see
+:mod:`cropssl.data.remote`), with bounded retries and an optional local ``cache_dir``.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from cropssl.data.shards import ShardError, iter_shard, resolve_shards
+from cropssl.data.shards import ShardError, is_url, iter_shard, resolve_shards, shard_entries
 from cropssl.schema import Batch, PixelSamples
 
 log = logging.getLogger(__name__)
@@ -30,6 +40,37 @@ def _rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def round_robin(total: int, caps: Sequence[float]) -> list[int]:
+    """How many of ``total`` batches each reader serves when they are dealt round-robin.
+
+    Reader ``i`` serves at most ``caps[i]``; this is the order in which a DataLoader collects batches from
+    its workers (an exhausted worker is passed over).
+
+    Raises:
+        ValueError: the caps add up to less than ``total``.
+
+    """
+    if sum(caps) < total:
+        raise ValueError(f"cannot deal {total} batches to readers holding {list(caps)}")
+    n = len(caps)
+    out = [0] * n
+    left = total
+    while left > 0:
+        open_ = [i for i in range(n) if out[i] < caps[i]]
+        # whole rounds at once: every open reader takes one per round until the smallest one is full
+        rounds = min(left // len(open_), min(caps[i] - out[i] for i in open_))
+        if rounds >= 1:
+            rounds = int(rounds)
+            for i in open_:
+                out[i] += rounds
+            left -= rounds * len(open_)
+            continue
+        for i in open_[:left]:
+            out[i] += 1
+        left = 0
+    return out
 
 
 def parse_mix(spec: Any) -> tuple[list[list[str]], list[float]]:
@@ -76,6 +117,8 @@ class PixelStream(IterableDataset):
         seed: Base seed; the stream is a function of (seed, epoch, rank, worker).
         drop_last: Drop the last incomplete batch of a (non-resampled) pass.
         skip_corrupt: Skip unreadable shards with a warning instead of failing.
+        cache_dir: Keep local copies of remote shards here (read from there next time).
+        retries: Retries of a failed remote shard read (bounded, exponential back-off).
 
     """
 
@@ -90,6 +133,8 @@ class PixelStream(IterableDataset):
         seed: int = 0,
         drop_last: bool = False,
         skip_corrupt: bool = False,
+        cache_dir: str | None = None,
+        retries: int = 3,
     ) -> None:
         super().__init__()
         self.sources, self.weights = parse_mix(shards)
@@ -108,7 +153,13 @@ class PixelStream(IterableDataset):
         self.seed = seed
         self.drop_last = drop_last
         self.skip_corrupt = skip_corrupt
+        self.cache_dir = None if cache_dir is None else str(cache_dir)
+        self.retries = int(retries)
         self.epoch = 0
+        #: ``(global rank, world size)`` set by the data module from the trainer; ``None``: ask
+        #: torch.distributed when iterating.
+        self.rank_world: tuple[int, int] | None = None
+        self._entries: dict[str, dict[str, Any]] | None = None
         #: ``(epoch, batches already served)`` of an interrupted epoch: on a mid-epoch resume the stream
         #: skips those batches of that epoch (only), so the data continues exactly.
         self.resume_position: tuple[int, int] = (-1, 0)
@@ -118,15 +169,87 @@ class PixelStream(IterableDataset):
         """Set the epoch (changes shard order and shuffling deterministically)."""
         self.epoch = epoch
 
+    def set_rank(self, rank: int, world: int) -> None:
+        """Set this process's global rank and the world size (the data module does, from the trainer)."""
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside a world of size {world}")
+        self.rank_world = (int(rank), int(world))
+
+    @property
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """Manifest entries (``num_samples``, ``bytes``) of the shards, where a manifest exists."""
+        if self._entries is None:
+            self._entries = shard_entries(self.urls)
+        return self._entries
+
+    def _epoch_urls(self) -> list[str]:
+        urls = list(self.urls)
+        if self.shuffle_shards:
+            random.Random(f"{self.seed}-{self.epoch}").shuffle(urls)
+        return urls
+
+    def _n_batches(self, n_samples: int) -> int:
+        full, rest = divmod(n_samples, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def equal_rank_limits(self, rank: int, world: int, workers: int) -> list[int]:
+        """Batches each worker of ``rank`` serves this epoch so that every rank serves the same number.
+
+        Used without resampling under DDP: a rank whose shards hold more samples stops early, at the batch
+        count of the smallest rank (computed from the manifest's sample counts).
+
+        Raises:
+            ValueError: fewer shards than ranks x workers, shards without a known sample count, or a rank
+                with fewer samples than one batch.
+
+        """
+        urls = self._epoch_urls()
+        if len(urls) < world * workers:
+            raise ValueError(
+                f"{len(urls)} shard(s) cannot feed {world} rank(s) x {workers} dataloader worker(s) without "
+                "resampling (some would get no data and the ranks would disagree on the epoch length): "
+                "write more, smaller shards (cropssl-shard --records-per-shard), use fewer workers, or set "
+                "data.resampled=true with data.steps_per_epoch"
+            )
+        entries = self.entries
+        unknown = [u for u in urls if "num_samples" not in entries.get(u, {})]
+        if unknown:
+            raise ValueError(
+                "distributed training without resampling needs the sample count of every shard (from "
+                "manifest.json beside the shards) to give every rank the same number of batches; unknown "
+                f"for {unknown[:3]}{' ...' if len(unknown) > 3 else ''}. Keep the manifest with the shards "
+                "or set data.resampled=true with data.steps_per_epoch"
+            )
+        caps = [
+            [
+                self._n_batches(sum(int(entries[u]["num_samples"]) for u in urls[r::world][w::workers]))
+                for w in range(workers)
+            ]
+            for r in range(world)
+        ]
+        per_rank = [sum(c) for c in caps]
+        total = min(per_rank)
+        if total == 0:
+            raise ValueError(
+                f"rank {per_rank.index(0)} of {world} gets no complete batch from its shards: use fewer "
+                "ranks or workers, a smaller batch size, or data.resampled=true"
+            )
+        if rank == 0 and max(per_rank) > total:
+            log.info(
+                "epoch %d: every rank serves %d batches (ranks hold %s); the extra batches are skipped",
+                self.epoch,
+                total,
+                per_rank,
+            )
+        return round_robin(total, caps[rank])
+
     def _shard_stream(self, rank: int, world: int, worker: int, workers: int) -> Iterator[str]:
         if self.resampled:
             rng = random.Random(f"{self.seed}-{self.epoch}-{rank}-{worker}")
             while True:
                 source = rng.choices(self.sources, weights=self.weights)[0]
                 yield rng.choice(source)
-        urls = list(self.urls)
-        if self.shuffle_shards:
-            random.Random(f"{self.seed}-{self.epoch}").shuffle(urls)
+        urls = self._epoch_urls()
         if len(urls) < world * workers:
             log.warning(
                 "%d shard(s) for %d rank(s) x %d worker(s): some readers get no data; write more, smaller "
@@ -138,9 +261,11 @@ class PixelStream(IterableDataset):
         yield from urls[rank::world][worker::workers]
 
     def _records(self, urls: Iterator[str]) -> Iterator[PixelSamples]:
+        entries = self.entries if any(is_url(u) for u in self.urls) else {}
         for url in urls:
             try:
-                yield from iter_shard(url)
+                size = entries.get(url, {}).get("bytes")
+                yield from iter_shard(url, cache_dir=self.cache_dir, retries=self.retries, expected_size=size)
             except ShardError as exc:
                 if not self.skip_corrupt:
                     raise
@@ -172,18 +297,21 @@ class PixelStream(IterableDataset):
                 yield chunk
 
     def __iter__(self) -> Iterator[Batch]:
-        rank, world = _rank_world()
+        rank, world = self.rank_world if self.rank_world is not None else _rank_world()
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
-        batches = self._batches(self._records(self._shard_stream(rank, world, worker, workers)), rng)
-        limit = None
+        limits: list[float] = [float("inf")] * workers
         if self.resampled:
             assert self.steps_per_epoch is not None
-            limit = self.steps_per_epoch // workers + (1 if worker < self.steps_per_epoch % workers else 0)
+            limits = [float(n) for n in round_robin(self.steps_per_epoch, limits)]
+        elif world > 1:
+            limits = [float(n) for n in self.equal_rank_limits(rank, world, workers)]
+        limit = None if limits[worker] == float("inf") else int(limits[worker])
         resume_epoch, served = self.resume_position
         total_skip = served if resume_epoch == self.epoch else 0
-        skip = total_skip // workers + (1 if worker < total_skip % workers else 0)
+        skip = round_robin(int(min(sum(limits), total_skip)), limits)[worker]
+        rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
+        batches = self._batches(self._records(self._shard_stream(rank, world, worker, workers)), rng)
         for i, samples in enumerate(batches):
             if limit is not None and i >= limit:
                 return
@@ -221,6 +349,8 @@ class PixelDataModule(pl.LightningDataModule):
         seed: Base seed of the stream.
         skip_corrupt: Skip unreadable shards with a counted warning.
         drop_last: Drop incomplete final batches.
+        cache_dir: Keep local copies of remote shards here (e.g. node-local disk).
+        retries: Retries of a failed remote shard read.
 
     """
 
@@ -236,6 +366,8 @@ class PixelDataModule(pl.LightningDataModule):
         seed: int = 0,
         skip_corrupt: bool = False,
         drop_last: bool = True,
+        cache_dir: str | None = None,
+        retries: int = 3,
     ) -> None:
         super().__init__()
         self.train_spec = train
@@ -248,6 +380,8 @@ class PixelDataModule(pl.LightningDataModule):
         self.seed = seed
         self.skip_corrupt = skip_corrupt
         self.drop_last = drop_last
+        self.cache_dir = cache_dir
+        self.retries = retries
         self.train_stream: PixelStream | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -262,15 +396,26 @@ class PixelDataModule(pl.LightningDataModule):
                 seed=self.seed,
                 drop_last=self.drop_last,
                 skip_corrupt=self.skip_corrupt,
+                cache_dir=self.cache_dir,
+                retries=self.retries,
             )
 
     def train_dataloader(self) -> DataLoader:
         """Training loader; the epoch is taken from the trainer so shuffling changes per epoch."""
         self.setup()
         assert self.train_stream is not None
+        self._set_rank(self.train_stream)
         if self.trainer is not None:
             self.train_stream.set_epoch(self.trainer.current_epoch)
         return make_loader(self.train_stream, self.num_workers)
+
+    def _set_rank(self, stream: PixelStream) -> None:
+        """Tell the stream its rank (workers may not see torch.distributed) and load what it needs."""
+        if self.trainer is not None:
+            stream.set_rank(self.trainer.global_rank, self.trainer.world_size)
+        world = stream.rank_world[1] if stream.rank_world is not None else 1
+        if (world > 1 and not stream.resampled) or any(is_url(u) for u in stream.urls):
+            _ = stream.entries  # read the manifests once here, not in every worker
 
     def state_dict(self) -> dict[str, Any]:
         """Data position saved in every checkpoint: the epoch and the batches it already served."""
@@ -296,6 +441,13 @@ class PixelDataModule(pl.LightningDataModule):
         if self.val_spec is None:
             return []
         stream = PixelStream(
-            self.val_spec, batch_size=self.batch_size, shuffle_buffer=0, shuffle_shards=False, seed=self.seed
+            self.val_spec,
+            batch_size=self.batch_size,
+            shuffle_buffer=0,
+            shuffle_shards=False,
+            seed=self.seed,
+            cache_dir=self.cache_dir,
+            retries=self.retries,
         )
+        self._set_rank(stream)
         return make_loader(stream, 0)

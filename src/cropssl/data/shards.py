@@ -224,24 +224,53 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def check_manifest(manifest: dict[str, Any], where: str) -> dict[str, Any]:
+    """Check that a manifest is a cropssl shard manifest of the current schema; return it."""
+    if manifest.get("format") != "cropssl-shards":
+        raise ValueError(f"{where} is not a cropssl shard manifest")
+    if manifest.get("bands") != list(BANDS):
+        raise ValueError(f"{where}: bands {manifest.get('bands')} differ from the schema's {list(BANDS)}")
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(
+            f"{where}: schema version {manifest.get('schema_version')} != {SCHEMA_VERSION}; "
+            "re-shard the input"
+        )
+    return manifest
+
+
+#: Manifests of remote shard directories fetched by this process (``None``: the directory has none).
+_REMOTE_MANIFESTS: dict[str, dict[str, Any] | None] = {}
+
+
 def load_manifest(shard_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check ``manifest.json`` of a shard directory."""
+    """Read and check ``manifest.json`` of a shard directory (a local path or a URL).
+
+    Raises:
+        FileNotFoundError: the directory has no manifest (for a URL: it answers 404), naming it.
+        ValueError: the file is not a cropssl manifest of the current schema.
+
+    """
+    if is_url(str(shard_dir)):
+        from cropssl.data.remote import fetch_bytes
+
+        base = str(shard_dir).rstrip("/")
+        url = f"{base}/{MANIFEST}"
+        try:
+            manifest = json.loads(fetch_bytes(url))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(
+                f"no {MANIFEST} at {url} (HTTP 404): a shard directory URL needs its manifest; or list the "
+                "shard URLs instead (e.g. https://host/dir/shard-{000000..000009}.tar)"
+            ) from exc
+        _REMOTE_MANIFESTS[base] = manifest
+        return check_manifest(manifest, url)
     path = Path(shard_dir) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(
             f"no {MANIFEST} in {shard_dir}: is this a cropssl shard directory? Create one with "
             "`cropssl-shard INPUT... --out DIR` or `cropssl-synth --out DIR`."
         )
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != "cropssl-shards":
-        raise ValueError(f"{path} is not a cropssl shard manifest")
-    if manifest.get("bands") != list(BANDS):
-        raise ValueError(f"{path}: bands {manifest.get('bands')} differ from the schema's {list(BANDS)}")
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(
-            f"{path}: schema version {manifest.get('schema_version')} != {SCHEMA_VERSION}; re-shard the input"
-        )
-    return manifest
+    return check_manifest(json.loads(path.read_text()), str(path))
 
 
 def is_url(spec: str) -> bool:
@@ -249,11 +278,31 @@ def is_url(spec: str) -> bool:
     return "://" in spec or spec.startswith("pipe:")
 
 
+_TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.xz")
+
+
+def _resolve_url(s: str) -> list[str]:
+    import braceexpand
+
+    from cropssl.data.remote import glob_urls
+
+    if s.startswith("pipe:") or "{" in s:
+        return list(braceexpand.braceexpand(s))
+    if any(c in s for c in "*?["):
+        return glob_urls(s)
+    if s.split("?", 1)[0].endswith(_TAR_SUFFIXES):
+        return [s]
+    base = s.rstrip("/")  # a shard directory URL: its manifest lists the shards
+    return [f"{base}/{e['name']}" for e in load_manifest(base)["shards"]]
+
+
 def resolve_shards(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
     """Turn a shard spec into a sorted list of shard URLs / paths.
 
     A spec is a shard directory (with a manifest), a glob, a brace pattern
-    (``shard-{000000..000009}.tar``), a single ``.tar`` path or URL, or a list of those.
+    (``shard-{000000..000009}.tar``), a single ``.tar`` path, or a list of those. Each may also be remote
+    (see :mod:`cropssl.data.remote`): a shard directory URL (``https://host/shards/``: its manifest is
+    fetched), a shard URL or a brace pattern of URLs, a URL glob, or a ``pipe:`` command.
     """
     if not isinstance(spec, (str, os.PathLike)) and isinstance(spec, Sequence):
         out: list[str] = []
@@ -262,9 +311,7 @@ def resolve_shards(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str
         return out
     s = str(spec)
     if is_url(s):
-        import braceexpand
-
-        return list(braceexpand.braceexpand(s))
+        return _resolve_url(s)
     p = Path(s)
     if p.is_dir():
         manifest = load_manifest(p)
@@ -283,6 +330,49 @@ def resolve_shards(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str
     if missing:
         raise FileNotFoundError(f"shard(s) not found: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     return paths
+
+
+def _manifest_or_none(shard_dir: str) -> dict[str, Any] | None:
+    if is_url(shard_dir):
+        if shard_dir.startswith("pipe:"):
+            return None
+        if shard_dir not in _REMOTE_MANIFESTS:
+            from cropssl.data.remote import fetch_bytes
+
+            try:
+                _REMOTE_MANIFESTS[shard_dir] = json.loads(fetch_bytes(f"{shard_dir}/{MANIFEST}", retries=1))
+            except Exception:  # no manifest (or unreachable): sizes are unknown, reading still works
+                _REMOTE_MANIFESTS[shard_dir] = None
+        return _REMOTE_MANIFESTS[shard_dir]
+    path = Path(shard_dir) / MANIFEST
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def shard_entries(urls: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The manifest entry (``num_samples``, ``bytes``, ...) of every shard whose directory has a manifest.
+
+    Works for local paths and URLs (the manifest is looked for beside the shard); shards without one
+    (and ``pipe:`` commands) are left out.
+    """
+    from cropssl.data.remote import url_name, url_parent
+
+    by_dir: dict[str, list[str]] = {}
+    for u in urls:
+        if u.startswith("pipe:"):
+            continue
+        d = url_parent(u) if is_url(u) else str(Path(u).parent)
+        by_dir.setdefault(d, []).append(u)
+    out: dict[str, dict[str, Any]] = {}
+    for d, members in by_dir.items():
+        manifest = _manifest_or_none(d)
+        if not manifest:
+            continue
+        entries = {e["name"]: e for e in manifest.get("shards", [])}
+        for u in members:
+            e = entries.get(url_name(u) if is_url(u) else Path(u).name)
+            if e is not None:
+                out[u] = e
+    return out
 
 
 def check_local_shard(url: str) -> None:
@@ -304,17 +394,43 @@ def check_local_shard(url: str) -> None:
         )
 
 
-def iter_shard(url: str) -> Iterator[PixelSamples]:
-    """Yield the records of one shard as :class:`PixelSamples`; errors name the shard.
+def iter_shard(
+    url: str,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    retries: int = 3,
+    expected_size: int | None = None,
+) -> Iterator[PixelSamples]:
+    """Yield the records of one shard (a local path or a URL) as :class:`PixelSamples`; errors name it.
+
+    Args:
+        url: Local path, URL or ``pipe:`` command of the shard.
+        cache_dir: Keep a local copy of remote shards here (and read it from there next time).
+        retries: Retries of a failed remote read (a missing URL is not retried).
+        expected_size: Size of the shard in bytes (from the manifest), to detect truncated downloads.
 
     Raises:
-        ShardError: if the shard is missing, truncated or corrupt.
+        ShardError: if the shard is missing, truncated, corrupt or (remote) unreadable after the retries.
 
     """
     import webdataset as wds
 
     check_local_shard(url)
     try:
+        if is_url(url):
+            from cropssl.data.remote import RemoteNotFoundError, open_remote
+
+            try:
+                stream = open_remote(url, cache_dir=cache_dir, retries=retries, expected_size=expected_size)
+            except RemoteNotFoundError as exc:
+                raise ShardError(f"shard {url} not found (HTTP 404 / no such object)") from exc
+            except OSError as exc:
+                raise ShardError(f"cannot fetch shard {url}: {exc}") from exc
+            with stream:
+                files = wds.tariterators.tar_file_expander([{"url": url, "stream": stream}])
+                for record in wds.tariterators.group_by_keys(files):
+                    yield decode_record(record)
+            return
         for record in wds.tariterators.tarfile_samples([{"url": url}]):
             yield decode_record(record)
     except ShardError:

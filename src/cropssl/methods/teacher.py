@@ -82,6 +82,14 @@ class TeacherMixin:
         """Make the teacher a copy of the student (fresh start and ``start.reset_teacher``)."""
         self.teacher.copy_from(self.student_modules())
 
+    def on_train_batch_start(self, batch: object, batch_idx: int) -> None:
+        """Run the teacher in training mode too, as MoCo v3 and BYOL do.
+
+        Its BatchNorms then use batch statistics; in eval mode, running statistics copied from an
+        untrained student make every key alike and the contrastive loss stays at chance.
+        """
+        self.teacher.ema.module.train(self.training)  # type: ignore[attr-defined]
+
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """The optimiser step, then the teacher update with the momentum of that step."""
         step = int(self.global_step)  # type: ignore[attr-defined]  # steps completed before this one

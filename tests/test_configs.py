@@ -9,7 +9,18 @@ from hydra.utils import instantiate
 
 from cropssl.config import CONFIG_DIR, check_config
 
-GROUPS = ["augment", "callbacks", "data", "encoder", "experiment", "logger", "method", "start", "trainer"]
+GROUPS = [
+    "augment",
+    "callbacks",
+    "data",
+    "encoder",
+    "experiment",
+    "hparams_search",
+    "logger",
+    "method",
+    "start",
+    "trainer",
+]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONFIG_DIR / g).glob("*.yaml"))]
 EXTRA = {"start/from_weights": ["start.source=presto"]}
 

@@ -6,7 +6,7 @@ Examples::
     cropssl-pretrain method=mae trainer.max_steps=100 data.train=work/shards/pretrain
     cropssl-pretrain start=resume run_dir=runs/2026-11-25_10-00-00_mae
     cropssl-pretrain trainer=ddp trainer.devices=2          # 2 DDP processes (gloo on CPU), one run dir
-    cropssl-pretrain -m +hparams_search=simclr_optuna       # Optuna sweep; returns ``objective``
+    cropssl-pretrain -m hparams_search=simclr_optuna       # Optuna sweep; returns ``objective``
 
 Distributed runs: with ``trainer=ddp`` Lightning starts the other ranks by running this app again. The
 launching process hands them its run directory and its overrides (environment variables), so every rank

@@ -288,11 +288,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": str(run_dir)}
     if trainer.is_global_zero and cfg.summary:
         wall = time.time() - start
-        steps_run = trainer.global_step - start_step
+        samples = (trainer.global_step - start_step) * int(cfg.data.batch_size) * trainer.world_size
         extra = {
             "method": cfg.method.get("name"),
             "batch_size": int(cfg.data.batch_size),
-            "samples_per_s": round(steps_run * int(cfg.data.batch_size) / max(wall, 1e-9), 1),
+            "samples_per_s": round(
+                steps_run * int(cfg.data.batch_size) * trainer.world_size / max(wall, 1e-9), 1
+            ),
             "train_macs_per_sample": train_step_macs_per_sample(method.cpu()),
             "encoder_macs_per_sample": encoder_macs_per_sample(method.encoder),
         }

@@ -68,7 +68,16 @@ class SSLMethod(pl.LightningModule):
 
     def set_seed(self, seed: int) -> None:
         """Seed the method's generator (views and masks)."""
-        self.rng.manual_seed(int(seed))
+        self._seed = int(seed)
+        self.rng.manual_seed(self._seed)
+
+    def setup(self, stage: str) -> None:
+        """Under DDP, give every rank its own view / mask stream (``seed + global_rank``).
+
+        Runs before a checkpoint is restored, so a resumed run still gets the generator state it saved.
+        """
+        if self._trainer is not None and self.trainer.world_size > 1:
+            self.rng.manual_seed(getattr(self, "_seed", 0) + int(self.trainer.global_rank))
 
     # ---- the one thing a method must implement -------------------------------------------------
     def shared_step(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:

@@ -292,9 +292,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         extra = {
             "method": cfg.method.get("name"),
             "batch_size": int(cfg.data.batch_size),
-            "samples_per_s": round(
-                steps_run * int(cfg.data.batch_size) * trainer.world_size / max(wall, 1e-9), 1
-            ),
+            "samples_per_s": round(samples / max(wall, 1e-9), 1),
             "train_macs_per_sample": train_step_macs_per_sample(method.cpu()),
             "encoder_macs_per_sample": encoder_macs_per_sample(method.encoder),
         }

@@ -60,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--work", default="work", help="work directory for shards")
     p.add_argument("--steps", type=int, default=300, help="pre-training steps")
+    p.add_argument("--batch-size", type=int, default=128, help="pixels per step")
     p.add_argument("--pixels", type=int, default=20000, help="synthetic pixels when the real data is absent")
     p.add_argument("overrides", nargs="*", help="extra Hydra overrides for cropssl-pretrain")
     args = p.parse_args(argv)
@@ -79,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "callbacks=monitors",
         f"callbacks.probe.labelled_shards={labelled}",
         f"trainer.max_steps={args.steps}",
+        f"data.batch_size={args.batch_size}",
         f"run_dir={run_dir}",
         "name=demo_mae",
         *args.overrides,

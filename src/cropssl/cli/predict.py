@@ -1,0 +1,407 @@
+r"""``cropssl-predict``: map a NetCDF cube with a head fitted by ``cropssl-evaluate`` (``save_heads=true``).
+
+Example::
+
+    cropssl-predict --encoder exports/mae-v1 --head evals/fra/heads/mae-v1__logreg.joblib \
+        ../shared/data/worldcereal/2021_BEL_31UFS_month_cube_100x100.nc --out bel_map.nc
+
+The head (format: :func:`cropssl.evaluation.report.save_head`) holds the classifier, the class names, the
+legend and the description of the encoder it was fitted on. ``--encoder`` (an export dir, ``.ckpt`` or
+``presto``) must be that encoder -- its weights fingerprint is checked; it can be omitted when the head
+names a loadable encoder or carries its own weights (fine-tuned and random encoders) and is not used by
+``catboost_features`` heads.
+
+The cube ``(t, y, x)`` is read with :func:`cropssl.data.ingest.read_input`, embedded and classified in
+chunks (tqdm progress bar), and written as NetCDF with
+
+* ``class`` ``(y, x)`` int16: class index (``-1`` = no data), CF ``flag_values`` / ``flag_meanings``;
+* ``probability`` ``(class_index, y, x)`` float32 and ``class_name`` ``(class_index)``: per-class
+  probabilities (a dimension cannot share the name of the 2-D ``class`` variable in NetCDF/xarray);
+* the input's ``x`` / ``y`` coordinates and its ``crs`` (or ``spatial_ref``) variable with all attributes;
+  ``grid_mapping`` set on the map variables; the class names also as the JSON attribute ``class_names``;
+
+plus a PNG of the map (``--png``, default ``OUT.png``). A cube lacking a band the head needs (a band of the
+encoder's channel groups, or of the hand-crafted features, that was observed in the head's training data)
+is refused, naming the band, unless ``--allow-missing-bands``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cropssl.schema import BAND_GROUPS, BANDS, PixelSamples
+
+_CUBE_ID = re.compile(r"_(\d+)_(\d+)$")
+
+
+class PredictError(ValueError):
+    """The head, encoder and input do not fit together."""
+
+
+# ---------------------------------------------------------------------------------------------- bands
+def _expand_ndvi(bands: Sequence[str]) -> list[str]:
+    """NDVI is derived from B8 and B4: replace it by them."""
+    out = [b for b in bands if b != "NDVI"]
+    if "NDVI" in bands:
+        out += [b for b in ("B8", "B4") if b not in out]
+    return sorted(set(out), key=BANDS.index)
+
+
+def head_bands(head: dict[str, Any], encoder: Any | None) -> list[str]:
+    """Bands a head needs from the input: those its encoder / features read and its training data observed."""
+    if head["strategy"] == "catboost_features":
+        from cropssl.evaluation.features import DEFAULT_BANDS, STATIC_NAMES
+
+        used = [*DEFAULT_BANDS, *STATIC_NAMES]
+    else:
+        idx = sorted({i for g in encoder.groups for i in BAND_GROUPS[g]})
+        used = [BANDS[i] for i in idx]
+    observed = head.get("observed_bands")
+    if observed is not None:
+        used = [b for b in used if b in observed or b == "NDVI"]
+    return _expand_ndvi(used)
+
+
+def check_cube_bands(path: Path, needed: Sequence[str], allow_missing: bool = False) -> list[str]:
+    """Refuse a cube lacking a needed band (naming it); return the missing ones (allowed or none)."""
+    import xarray as xr
+
+    from cropssl.data.ingest.long import COLUMNS
+
+    with xr.open_dataset(path, engine="h5netcdf", decode_cf=False) as ds:
+        present = set(ds.data_vars)
+    missing = [b for b in needed if COLUMNS[b] not in present]
+    if missing and not allow_missing:
+        names = ", ".join(f"{b} (variable '{COLUMNS[b]}')" for b in missing)
+        raise PredictError(
+            f"input {path} lacks band(s) the head needs: {names}. The head was fitted with these bands "
+            "observed; pass --allow-missing-bands to predict with them masked as missing"
+        )
+    return missing
+
+
+# ---------------------------------------------------------------------------------------------- encoder
+def resolve_head_encoder(head: dict[str, Any], spec: str | None) -> tuple[Any | None, str]:
+    """The encoder to embed with: ``--encoder`` (checked against the head) or the head's own.
+
+    Returns:
+        ``(encoder or None, description)``.
+
+    Raises:
+        PredictError: ``--encoder`` is not the encoder the head was fitted on, or no encoder is available.
+
+    """
+    import torch
+
+    from cropssl.encoder import PixelTimeSeriesEncoder
+    from cropssl.evaluation.encoders import resolve_encoder
+
+    desc = head.get("encoder")
+    if head["strategy"] == "catboost_features" or desc is None:
+        if spec:
+            print(f"note: --encoder {spec} is not used by a {head['strategy']} head", file=sys.stderr)
+        return None, "hand-crafted features"
+    given = None
+    if spec:
+        given = resolve_encoder(spec)
+        if given.fingerprint != desc.get("fingerprint"):
+            raise PredictError(
+                f"the head was fitted on encoder {desc.get('name')!r} ({desc.get('spec')}, weights sha256 "
+                f"{str(desc.get('fingerprint'))[:12]}) but --encoder {spec} has weights sha256 "
+                f"{given.fingerprint[:12]}: embeddings of another encoder mean nothing to this head"
+            )
+    state = head.get("encoder_state")
+    if state is not None:  # fine-tuned or random encoder: the head carries the weights
+        enc = PixelTimeSeriesEncoder(**dict(desc["config"]))
+        enc.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()}, strict=True)
+        what = "fine-tuned " if desc.get("finetuned") else ""
+        return enc.eval(), f"{what}{desc.get('name')} (weights from the head)"
+    if given is not None:
+        return given.encoder, f"{given.name} ({given.spec})"
+    try:
+        loaded = resolve_encoder(str(desc.get("spec")))
+    except (FileNotFoundError, ValueError) as exc:
+        raise PredictError(
+            f"the head was fitted on encoder {desc.get('name')!r} ({desc.get('spec')}), which cannot be "
+            f"loaded from here ({exc}); pass it with --encoder"
+        ) from exc
+    if loaded.fingerprint != desc.get("fingerprint"):
+        raise PredictError(
+            f"encoder {desc.get('spec')} has changed since the head was fitted (weights sha256 "
+            f"{loaded.fingerprint[:12]} != {str(desc.get('fingerprint'))[:12]})"
+        )
+    return loaded.encoder, f"{loaded.name} ({loaded.spec})"
+
+
+# ---------------------------------------------------------------------------------------------- heads
+def head_proba(head: dict[str, Any], encoder: Any | None, chunk: PixelSamples) -> np.ndarray:
+    """``[n, K]`` probabilities of a chunk of samples under a head."""
+    import torch
+
+    k = len(head["classes"])
+    if head["strategy"] == "catboost_features":
+        from cropssl.evaluation.features import compute_features
+
+        X = compute_features(chunk)[0].astype(np.float64)
+    else:
+        from cropssl.evaluation.encoders import embed_samples
+
+        X = embed_samples(encoder, chunk, batch_size=len(chunk) or 1).astype(np.float64)
+    if head.get("linear") is not None:
+        lin = head["linear"]
+        z = torch.from_numpy(X).float()
+        if lin.get("norm_mean") is not None:
+            mean = torch.from_numpy(np.asarray(lin["norm_mean"])).float()
+            var = torch.from_numpy(np.asarray(lin["norm_var"])).float()
+            z = (z - mean) / torch.sqrt(var + float(lin.get("norm_eps", 1e-5)))
+        logits = z @ torch.from_numpy(np.asarray(lin["weight"])).float().T
+        logits = logits + torch.from_numpy(np.asarray(lin["bias"])).float()
+        return torch.softmax(logits.double(), dim=1).numpy()
+    proba = np.zeros((len(X), k))
+    clf = head.get("classifier")
+    if clf is None:
+        proba[:, int(head["constant_class"])] = 1.0
+        return proba
+    classes = np.asarray(clf.classes_, dtype=np.int64).reshape(-1)
+    proba[:, classes] = clf.predict_proba(X)
+    return proba
+
+
+# ---------------------------------------------------------------------------------------------- output
+def _write_png(
+    path: Path, cls: np.ndarray, x: np.ndarray, y: np.ndarray, classes: list[str], title: str
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    k = len(classes)
+    base = plt.get_cmap("tab20" if k > 10 else "tab10")
+    colors = [base(i % base.N) for i in range(k)]
+    cmap = ListedColormap(colors).with_extremes(bad="white")
+    data = np.ma.masked_less(cls, 0)
+    dx = (x[1] - x[0]) if len(x) > 1 else 1.0
+    dy = (y[1] - y[0]) if len(y) > 1 else -1.0
+    extent = (x[0] - dx / 2, x[-1] + dx / 2, y[-1] + dy / 2, y[0] - dy / 2)
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    ax.imshow(data, cmap=cmap, vmin=-0.5, vmax=k - 0.5, extent=extent, interpolation="nearest")
+    present = np.unique(cls[cls >= 0])
+    counts = {int(c): int((cls == c).sum()) for c in present}
+    handles = [Patch(color=colors[c], label=f"{classes[c]} ({counts[c]} px)") for c in present]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def predict_cube(
+    head_path: str | Path,
+    input_path: str | Path,
+    out: str | Path,
+    *,
+    encoder: str | None = None,
+    batch_size: int = 1024,
+    png: str | Path | None = None,
+    allow_missing_bands: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Classify every pixel of a NetCDF cube with a saved head; write the map (NetCDF + PNG).
+
+    Args:
+        head_path: Head written by ``cropssl-evaluate save_heads=true``.
+        input_path: NetCDF cube ``(t, y, x)`` (WorldCereal band variables, ``crs`` variable).
+        out: Output NetCDF path.
+        encoder: Encoder spec (export dir, ``.ckpt``, ``presto``); default: the head's own.
+        batch_size: Pixels per chunk.
+        png: PNG path (default ``out`` with suffix ``.png``).
+        allow_missing_bands: Predict even when the cube lacks bands the head needs (masked as missing).
+        progress: Show a tqdm progress bar.
+
+    Returns:
+        A summary (``n_pixels``, ``shape``, ``class_counts``, ``seconds``, ``px_per_s``, paths).
+
+    Raises:
+        PredictError: head / encoder / input mismatch (names the band or encoder).
+        FileNotFoundError: a missing file.
+
+    """
+    import xarray as xr
+    from tqdm.auto import tqdm
+
+    from cropssl.data.ingest import detect_format, read_input
+    from cropssl.evaluation.report import load_head
+
+    head_path, input_path, out = Path(head_path), Path(input_path), Path(out)
+    if batch_size < 1:
+        raise PredictError(f"--batch-size must be >= 1, got {batch_size}")
+    if out.suffix.lower() not in (".nc", ".nc4", ".netcdf"):
+        raise PredictError(f"--out {out}: write a NetCDF file (.nc)")
+    head = load_head(head_path)
+    if detect_format(input_path) != "cube":
+        raise PredictError(f"input {input_path} is not a NetCDF cube (t, y, x); cropssl-predict maps cubes")
+    enc, enc_desc = resolve_head_encoder(head, encoder)
+    needed = head_bands(head, enc)
+    missing = check_cube_bands(input_path, needed, allow_missing_bands)
+    timesteps = int(head.get("timesteps", 12))
+    if enc is not None and timesteps > enc.max_T:
+        raise PredictError(f"the head uses T={timesteps} but the encoder accepts at most max_T={enc.max_T}")
+    samples, _ = read_input(input_path, timesteps)
+
+    with xr.open_dataset(input_path, engine="h5netcdf", decode_cf=True, mask_and_scale=False) as ds:
+        ny, nx = ds.sizes["y"], ds.sizes["x"]
+        x_coord, y_coord = ds["x"].copy(deep=True), ds["y"].copy(deep=True)
+        crs_name = next((n for n in ("crs", "spatial_ref") if n in ds.variables), None)
+        crs_var = ds[crs_name].copy(deep=True) if crs_name else None
+        x_vals, y_vals = ds["x"].to_numpy(), ds["y"].to_numpy()
+    ids = np.asarray(samples.meta["sample_id"], dtype=object).astype(str)
+    rc = np.array([[int(g) for g in _CUBE_ID.search(s).groups()] for s in ids], dtype=np.int64).reshape(-1, 2)
+
+    classes = list(head["classes"])
+    k = len(classes)
+    proba = np.full((k, ny, nx), np.nan, dtype=np.float32)
+    cls = np.full((ny, nx), -1, dtype=np.int16)
+    start = time.perf_counter()
+    with tqdm(total=len(samples), unit="px", desc="predicting", disable=not progress, file=sys.stderr) as bar:
+        for i in range(0, len(samples), batch_size):
+            chunk = samples.select(slice(i, i + batch_size))
+            p = head_proba(head, enc, chunk)
+            r, c = rc[i : i + len(chunk), 0], rc[i : i + len(chunk), 1]
+            proba[:, r, c] = p.T.astype(np.float32)
+            cls[r, c] = p.argmax(axis=1).astype(np.int16)
+            bar.update(len(chunk))
+    seconds = time.perf_counter() - start
+
+    names = [str(c) for c in classes]
+    flag_meanings = " ".join(re.sub(r"\s+", "_", n) for n in names)
+    grid = {"grid_mapping": crs_name} if crs_name else {}
+    data_vars: dict[str, Any] = {
+        "class": (
+            ("y", "x"),
+            cls,
+            {
+                "long_name": "predicted class index (-1 = no data)",
+                "nodata": np.int16(-1),
+                "flag_values": np.arange(k, dtype=np.int16),
+                "flag_meanings": flag_meanings,
+                "class_names": json.dumps(names),
+                **grid,
+            },
+        ),
+        "probability": (
+            ("class_index", "y", "x"),
+            proba,
+            {"long_name": "class probability", "units": "1", **grid},
+        ),
+        "class_name": (("class_index",), np.asarray(names, dtype=object), {"long_name": "class name"}),
+    }
+    if crs_var is not None:
+        data_vars[crs_name] = crs_var  # type: ignore[index]
+    out_ds = xr.Dataset(
+        data_vars,
+        coords={"class_index": np.arange(k, dtype=np.int16), "x": x_coord, "y": y_coord},
+        attrs={
+            "Conventions": "CF-1.9",
+            "title": f"cropssl crop map ({head['strategy']})",
+            "class_names": json.dumps(names),
+            "legend": str((head.get("legend") or {}).get("legend_name")),
+            "strategy": str(head["strategy"]),
+            "encoder": enc_desc,
+            "head": str(head_path),
+            "source": str(input_path),
+            "timesteps": timesteps,
+            "missing_bands": json.dumps(missing),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # no _FillValue on `class`: it would decode to float with NaN; -1 is documented in its attributes
+    encoding = {"class": {"_FillValue": None}, "probability": {"_FillValue": np.float32(np.nan)}}
+    out_ds.to_netcdf(out, engine="h5netcdf", encoding=encoding)
+    png_path = Path(png) if png else out.with_suffix(".png")
+    _write_png(png_path, cls, x_vals, y_vals, names, f"{input_path.name}: {head['strategy']} on {enc_desc}")
+    counts = {names[c]: int((cls == c).sum()) for c in range(k)}
+    return {
+        "out": str(out),
+        "png": str(png_path),
+        "shape": [int(ny), int(nx)],
+        "n_pixels": len(samples),
+        "n_nodata": int((cls < 0).sum()),
+        "class_counts": counts,
+        "missing_bands": missing,
+        "seconds": seconds,
+        "px_per_s": len(samples) / seconds if seconds > 0 else float("inf"),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = argparse.ArgumentParser(prog="cropssl-predict", description=__doc__.split("\n")[0])
+    p.add_argument("input", help="NetCDF cube (t, y, x) with WorldCereal band variables and a crs variable")
+    p.add_argument("--head", required=True, help="head written by cropssl-evaluate save_heads=true")
+    p.add_argument(
+        "--encoder",
+        default=None,
+        help="encoder the head was fitted on: export dir, .ckpt or presto (default: the head's own)",
+    )
+    p.add_argument("--out", required=True, help="output NetCDF (.nc)")
+    p.add_argument("--png", default=None, help="map PNG (default: OUT with suffix .png)")
+    p.add_argument("--batch-size", type=int, default=1024, help="pixels per chunk (default 1024)")
+    p.add_argument(
+        "--allow-missing-bands",
+        action="store_true",
+        help="predict even if the cube lacks bands the head was fitted with (they are masked as missing)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cropssl-predict``; returns the exit code (2 on input errors)."""
+    args = build_parser().parse_args(argv)
+    from cropssl.data.ingest import InputFormatError
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        summary = predict_cube(
+            args.head,
+            args.input,
+            args.out,
+            encoder=args.encoder,
+            batch_size=args.batch_size,
+            png=args.png,
+            allow_missing_bands=args.allow_missing_bands,
+            progress=not args.quiet,
+        )
+    except (PredictError, InputFormatError, FileNotFoundError, ValueError) as exc:
+        print(f"cropssl-predict: error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {summary['out']} ({summary['shape'][0]} x {summary['shape'][1]}, {summary['n_pixels']} px in "
+        f"{summary['seconds']:.1f} s, {summary['px_per_s']:.0f} px/s) and {summary['png']}; classes "
+        f"{summary['class_counts']}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""cropssl-predict on a crop of the real Belgian NetCDF cube, with heads saved by a real evaluation run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+from cropssl.cli.predict import head_proba, main, resolve_head_encoder
+from cropssl.data.ingest import read_input
+from cropssl.evaluation.encoders import resolve_encoder
+from cropssl.evaluation.report import evaluate, load_head
+from cropssl.schema import Batch
+from tests.conftest import REAL_FILES, require_shared
+from tests.evaluation._evalhelpers import export_tiny
+
+CUBE = REAL_FILES["cube"]
+FRA = REAL_FILES["long"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def small_cube(tmp_path_factory) -> Path:
+    """A 13 x 9 (non-square) window of the real cube with its crs variable, written like the original."""
+    require_shared(CUBE)
+    out = tmp_path_factory.mktemp("cube") / "bel_small.nc"
+    with xr.open_dataset(CUBE, engine="h5netcdf", decode_cf=False) as ds:
+        ds.isel(y=slice(20, 33), x=slice(40, 49)).load().to_netcdf(out, engine="h5netcdf")
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> dict:
+    """A real evaluation on France LANDCOVER10 with a tiny exported encoder, heads saved."""
+    require_shared(FRA)
+    root = tmp_path_factory.mktemp("predict")
+    enc = export_tiny(root / "tiny-enc", seed=0)
+    torch.set_num_threads(1)
+    doc = evaluate(
+        [str(enc)],
+        [FRA],
+        root / "eval",
+        legend="LANDCOVER10",
+        min_count=15,
+        strategies=["logreg", "finetune"],
+        baselines=["catboost_features"],
+        probes={"catboost": {"iterations": 20, "depth": 4}},
+        finetune={"epochs": 2, "patience": 0},
+        n_boot=50,
+        efficiency={"repeats": 1, "batch_size": 32},
+        threads=1,
+        save_heads=True,
+    )
+    return {"encoder": enc, "eval": root / "eval", "doc": doc}
+
+
+def _predict(run: dict, head: str, cube: Path, out: Path, *extra: str) -> int:
+    return main(
+        [
+            "--head",
+            str(run["eval"] / run["doc"]["heads"][head]),
+            str(cube),
+            "--out",
+            str(out),
+            "--quiet",
+            "--batch-size",
+            "40",
+            *extra,
+        ]
+    )
+
+
+def test_map_has_input_shape_coordinates_and_crs(run, small_cube, tmp_path):
+    out = tmp_path / "map.nc"
+    assert _predict(run, "tiny-enc + logreg", small_cube, out, "--encoder", str(run["encoder"])) == 0
+    classes = run["doc"]["labels"]["classes"]
+    with xr.open_dataset(small_cube, engine="h5netcdf") as src, xr.open_dataset(out, engine="h5netcdf") as m:
+        assert m["class"].dims == ("y", "x") and m["class"].shape == (13, 9)
+        assert m["probability"].dims == ("class_index", "y", "x")
+        assert m["probability"].shape == (len(classes), 13, 9)
+        np.testing.assert_array_equal(m["x"].values, src["x"].values)
+        np.testing.assert_array_equal(m["y"].values, src["y"].values)
+        assert m["x"].attrs == src["x"].attrs
+        assert m["crs"].attrs == src["crs"].attrs
+        assert m["class"].attrs["grid_mapping"] == "crs"
+        assert json.loads(m.attrs["class_names"]) == classes
+        assert m["class_name"].values.tolist() == classes
+        cls = m["class"].values
+        assert cls.dtype == np.int16 and ((cls >= 0) & (cls < len(classes))).all()
+        p = m["probability"].values
+        np.testing.assert_allclose(p.sum(0), 1, atol=1e-5)
+        np.testing.assert_array_equal(p.argmax(0), cls)
+    assert out.with_suffix(".png").stat().st_size > 2000
+
+    # independent reference: embed the cube's pixels with the exported encoder, apply the sklearn pipeline
+    head = load_head(run["eval"] / run["doc"]["heads"]["tiny-enc + logreg"])
+    samples = read_input(small_cube, 12)[0]
+    enc = resolve_encoder(str(run["encoder"])).encoder
+    with torch.inference_mode():
+        emb = enc(Batch.from_samples(samples)).numpy().astype(np.float64)
+    ref = head["classifier"].predict(emb).reshape(13, 9)
+    np.testing.assert_array_equal(cls, ref)
+
+
+def test_finetune_head_reproduces_the_evaluation_predictions(run, small_cube, tmp_path):
+    """The fine-tuned head (encoder weights + linear layer) predicts the evaluation's test samples exactly
+    as the evaluation did, and maps the cube without --encoder."""
+    head = load_head(run["eval"] / run["doc"]["heads"]["tiny-enc + finetune"])
+    assert head["strategy"] == "finetune" and head["encoder_state"] and head["linear"]["weight"].ndim == 2
+    enc, desc = resolve_head_encoder(head, str(run["encoder"]))  # the original encoder is accepted
+    assert "fine-tuned" in desc
+    fra = read_input(FRA, 12)[0]
+    preds = pd.read_parquet(run["eval"] / "predictions.parquet")
+    idx = {s: i for i, s in enumerate(fra.meta["sample_id"].tolist())}
+    test = fra.select(np.array([idx[s] for s in preds["sample_id"]]))
+    got = np.asarray(head["classes"])[head_proba(head, enc, test).argmax(1)]
+    np.testing.assert_array_equal(got, preds["tiny-enc + finetune"].to_numpy())
+    assert _predict(run, "tiny-enc + finetune", small_cube, tmp_path / "ft.nc") == 0
+    with xr.open_dataset(tmp_path / "ft.nc", engine="h5netcdf") as m:
+        assert m["class"].shape == (13, 9)
+
+
+def test_features_head_needs_no_encoder(run, small_cube, tmp_path):
+    assert _predict(run, "catboost_features", small_cube, tmp_path / "cb.nc") == 0
+    with xr.open_dataset(tmp_path / "cb.nc", engine="h5netcdf") as m:
+        assert m.attrs["strategy"] == "catboost_features" and m["class"].shape == (13, 9)
+
+
+def test_bad_inputs(run, small_cube, tmp_path, capsys):
+    # a cube without B4: named, refused
+    no_b4 = tmp_path / "no_b4.nc"
+    with xr.open_dataset(small_cube, engine="h5netcdf", decode_cf=False) as ds:
+        ds.drop_vars("S2-L2A-B04").load().to_netcdf(no_b4, engine="h5netcdf")
+    assert _predict(run, "tiny-enc + logreg", no_b4, tmp_path / "a.nc") == 2
+    err = capsys.readouterr().err
+    assert "B4" in err and "S2-L2A-B04" in err
+    assert _predict(run, "tiny-enc + logreg", no_b4, tmp_path / "a.nc", "--allow-missing-bands") == 0
+    # another encoder than the head's
+    other = export_tiny(tmp_path / "other-enc", seed=9)
+    assert _predict(run, "tiny-enc + logreg", small_cube, tmp_path / "b.nc", "--encoder", str(other)) == 2
+    err = capsys.readouterr().err
+    assert "tiny-enc" in err and "other-enc" in err
+    # not a head / not a cube
+    junk = tmp_path / "junk.joblib"
+    junk.write_bytes(b"not a head")
+    assert main(["--head", str(junk), str(small_cube), "--out", str(tmp_path / "c.nc"), "--quiet"]) == 2
+    assert "not a readable cropssl head" in capsys.readouterr().err
+    assert _predict(run, "tiny-enc + logreg", FRA, tmp_path / "d.nc") == 2
+    assert "not a NetCDF cube" in capsys.readouterr().err

@@ -207,6 +207,7 @@ class DINOHead(nn.Module):
         bottleneck_dim: Bottleneck width.
         num_layers: Number of MLP Linears (>= 1).
         norm_last_layer: Freeze the weight-norm magnitude at 1.
+        use_bn: BatchNorm after each hidden Linear (the reference's option for ResNet backbones).
 
     """
 
@@ -218,15 +219,21 @@ class DINOHead(nn.Module):
         bottleneck_dim: int = 256,
         num_layers: int = 3,
         norm_last_layer: bool = True,
+        use_bn: bool = False,
     ) -> None:
         super().__init__()
         num_layers = max(num_layers, 1)
         if num_layers == 1:
             self.mlp: nn.Module = nn.Linear(in_dim, bottleneck_dim)
         else:
-            layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim), nn.GELU()]
+
+            def block(i: int) -> list[nn.Module]:
+                bn = [nn.BatchNorm1d(hidden_dim)] if use_bn else []
+                return [nn.Linear(i, hidden_dim), *bn, nn.GELU()]
+
+            layers: list[nn.Module] = block(in_dim)
             for _ in range(num_layers - 2):
-                layers += [nn.Linear(hidden_dim, hidden_dim), nn.GELU()]
+                layers += block(hidden_dim)
             layers.append(nn.Linear(hidden_dim, bottleneck_dim))
             self.mlp = nn.Sequential(*layers)
         for m in self.mlp.modules():

@@ -28,6 +28,7 @@ class DINO(TeacherMixin, SSLMethod):
         out_dim: Prototype count of the DINO head (65536 in the paper; 1024 suits this small encoder).
         hidden_dim: Head hidden width.
         bottleneck_dim: Head bottleneck width.
+        use_bn: BatchNorm in the head's MLP (keeps the batch spread of the head's input from shrinking).
         teacher_temp: Teacher temperature after warm-up.
         warmup_teacher_temp: Teacher temperature at step 0.
         warmup_teacher_temp_steps: Steps of linear teacher-temperature warm-up.
@@ -50,6 +51,7 @@ class DINO(TeacherMixin, SSLMethod):
         out_dim: int = 1024,
         hidden_dim: int = 512,
         bottleneck_dim: int = 128,
+        use_bn: bool = False,
         teacher_temp: float = 0.04,
         warmup_teacher_temp: float = 0.04,
         warmup_teacher_temp_steps: int = 0,
@@ -61,7 +63,9 @@ class DINO(TeacherMixin, SSLMethod):
         schedule: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(encoder, optimizer=optimizer, schedule=schedule, views=views)
-        self.head = DINOHead(encoder.embed_dim, out_dim, hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim)
+        self.head = DINOHead(
+            encoder.embed_dim, out_dim, hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim, use_bn=use_bn
+        )
         self.teacher = EMATeacher(self.student_modules(), base_momentum=base_momentum)
         self.loss_fn = DINOLoss(
             out_dim,

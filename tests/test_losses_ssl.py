@@ -346,7 +346,7 @@ def test_dino_head_batchnorm_option_standardises_the_hidden_layers():
     bns = [m for m in head.mlp if isinstance(m, torch.nn.BatchNorm1d)]
     assert len(bns) == 2  # after each hidden Linear, none after the bottleneck Linear
     # inputs sharing a large common component: the first hidden layer comes out batch-standardised anyway
-    x = 100 + 0.01 * torch.randn(32, 8)
+    x = 100 + torch.randn(32, 8)
     h = head.mlp[1](head.mlp[0](x))
     torch.testing.assert_close(h.mean(0), torch.zeros(16), atol=1e-3, rtol=0)
     torch.testing.assert_close(h.var(0, unbiased=False), torch.ones(16), atol=1e-2, rtol=0)

@@ -285,6 +285,8 @@ def test_forward_is_traceable() -> None:
 
 # ------------------------------------------------------------ cost
 def test_macs_of_the_default_encoder() -> None:
+    from cropssl.profiling import dense_batch, flop_counter
+
     T = 12
     inp = _inputs(B=1, T=T, seed=11)
     macs = {}
@@ -298,3 +300,16 @@ def test_macs_of_the_default_encoder() -> None:
     print(f"MACs per pixel at T={T}: default {default:.2f}M, without Dynamic World tokens {no_dw:.2f}M")
     assert 30e6 < macs["default"] < 60e6
     assert macs["no_dw"] < macs["default"]
+
+    # torch's counter misses the CPU attention kernel; cropssl's counter adds exactly QK^T and AV:
+    # N^2 * d MACs each per layer (summed over heads) for N tokens
+    enc = PixelTimeSeriesEncoder().eval()
+    batch = dense_batch(1, T)
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as plain:
+            enc(batch)
+        with flop_counter() as full:
+            enc(batch)
+    n_tokens, d, depth = len(enc.token_layout(T)), enc.embed_dim, 2
+    attention = (full.get_total_flops() - plain.get_total_flops()) / 2
+    assert attention == depth * 2 * n_tokens**2 * d

@@ -91,7 +91,7 @@ def bench_stream(shards: Path, batch_size: int = 256) -> dict:
 
 def bench_encoder(shards: Path, batch_size: int = 256) -> dict:
     """Encoder inference px/s at T=12 on real batches vs the unmasked dense floor; MACs per pixel."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from cropssl.profiling import flop_counter
 
     torch.set_num_threads(torch.get_num_threads())
     enc = PixelTimeSeriesEncoder().eval()
@@ -105,10 +105,11 @@ def bench_encoder(shards: Path, batch_size: int = 256) -> dict:
         t_dense = timed(lambda: enc(dense), 5)
         one = Batch.from_samples(next(iter_samples(resolve_shards(shards))).select(slice(0, 1)))
         one = one.replace(mask=torch.zeros_like(one.mask))
-        with FlopCounterMode(display=False) as fc:
+        with flop_counter() as fc:
             enc(one)
     macs = fc.get_total_flops() / 2
     by_op = ", ".join(f"{k}: {v / 2e6:.1f} M" for k, v in fc.get_flop_counts()["Global"].items())
+    by_op = by_op.replace("aten._scaled_dot_product_flash_attention_for_cpu", "attention (QK^T, AV)")
     n_tokens = len(enc.token_layout(12))
     return {
         "encoder": "d=128 depth=2 heads=8 mlp=4 (Presto size), T=12, batch 256, torch threads "

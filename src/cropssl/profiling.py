@@ -1,7 +1,10 @@
 """Cost of a model in multiply-accumulates (MACs).
 
 Counted with ``torch.utils.flop_counter``: linear layers, matmuls and attention; element-wise operations
-are not counted.
+are not counted. On CPU, ``F.scaled_dot_product_attention`` dispatches to
+``aten._scaled_dot_product_flash_attention_for_cpu`` (and its backward), which the flop counter of
+torch <= 2.14 does not know (it counts 0 for them); :func:`flop_counter` registers them with torch's own
+SDPA formulas (``QK^T`` and ``AV``: ``2 * B * H * L * S * E`` FLOPs each).
 """
 
 from __future__ import annotations
@@ -15,11 +18,38 @@ from torch import nn
 from cropssl.schema import BAND_INDEX, DW_MISSING, NUM_BANDS, Batch
 
 
-def count_macs(fn: Callable[[], Any]) -> int:
-    """MACs of one call of ``fn`` (FLOPs / 2 as counted by ``FlopCounterMode``)."""
+def _cpu_sdpa_flops(
+    query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any
+) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query, key, value)
+
+
+def _cpu_sdpa_backward_flops(
+    grad_out: Any, query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any
+) -> int:
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def flop_counter() -> Any:
+    """A ``FlopCounterMode`` (no display) that also counts the CPU attention kernels."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as fc:
+    mapping: dict[Any, Any] = {}
+    aten = torch.ops.aten
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flops
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = _cpu_sdpa_backward_flops
+    return FlopCounterMode(display=False, custom_mapping=mapping)
+
+
+def count_macs(fn: Callable[[], Any]) -> int:
+    """MACs of one call of ``fn`` (FLOPs / 2 as counted by :func:`flop_counter`)."""
+    with flop_counter() as fc:
         fn()
     return int(fc.get_total_flops() // 2)
 

@@ -192,6 +192,25 @@ def test_early_stopping_keeps_best_validation_epoch():
         assert len(r.history) < cfg.epochs
 
 
+def test_head_norm_uses_the_statistics_of_the_kept_encoder_on_the_training_set():
+    """Precise BN: the eval-mode statistics are the kept encoder's train-embedding mean / variance (not a
+    running average lagging behind the fine-tuning), so evaluating the training set in eval mode
+    standardises it exactly."""
+    s = make_samples(96, seed=4)
+    y = _labels(96, seed=4)
+    train, yt, val, yv = s.select(slice(0, 72)), y[:72], s.select(slice(72, None)), y[72:]
+    cfg = FinetuneConfig(epochs=4, batch_size=16, patience=0, min_epochs=1, lr=5e-3, warmup_epochs=0)
+    r = finetune(tiny_encoder(3), train, yt, val, n_classes=3, val=val, y_val=yv, config=cfg)
+    model = r.model.eval()
+    with torch.no_grad():
+        emb = model.encoder(Batch.from_samples(train))
+        standardised = model.norm(emb)
+    torch.testing.assert_close(model.norm.running_mean, emb.mean(0), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(model.norm.running_var, emb.var(0), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(standardised.mean(0), torch.zeros(emb.shape[1]), atol=1e-4, rtol=0)
+    assert r.best_epoch >= 1  # the kept weights are a fine-tuned epoch's, not the initial encoder's
+
+
 def test_min_epochs_delays_selection_and_stopping():
     s = make_samples(80, seed=5)
     y = _labels(80, seed=5)

@@ -120,7 +120,10 @@ class FinetuneModel(nn.Module):
 
     With ``standardize`` the head sees the embeddings through a non-affine ``BatchNorm1d`` (as in MAE's
     linear probe): batch statistics in training, running statistics in eval mode, which :func:`finetune`
-    initialises from the initial encoder's embeddings of the training samples. Without it a
+    sets to the mean / variance of the current encoder's embeddings of all training samples before every
+    validation ("precise BN"): the usual running average lags behind an encoder that is being fine-tuned,
+    and on embeddings that vary little between samples the stale statistics blew the validation logits
+    up (a BYOL encoder's validation loss jumped between 2 and 13 while its training loss fell). Without it a
     gradient-trained head on a random or collapsed encoder hardly moves, since such embeddings vary little
     between samples (the logistic-regression probe standardises its inputs for the same reason).
 
@@ -449,9 +452,17 @@ def finetune(
         tb = Batch.from_samples(train)
         vb = Batch.from_samples(val) if val is not None else None
         emb = _embed(model.encoder, tb, cfg.eval_batch_size).clone()
-        if isinstance(model.norm, nn.BatchNorm1d) and len(emb) > 1:
-            model.norm.running_mean.copy_(emb.mean(0))
-            model.norm.running_var.copy_(emb.var(0))
+
+        def recalibrate_norm(train_emb: Tensor | None = None) -> None:
+            """Eval-mode statistics of the head's norm = those of the current training embeddings."""
+            if not isinstance(model.norm, nn.BatchNorm1d) or len(y_train) < 2:
+                return
+            if train_emb is None:
+                train_emb = _embed(model.encoder, tb, cfg.eval_batch_size)
+            model.norm.running_mean.copy_(train_emb.mean(0))
+            model.norm.running_var.copy_(train_emb.var(0))
+
+        recalibrate_norm(emb)
         weight = torch.from_numpy(class_weights(y_train, k, cfg.class_weight)).float()
         yt = torch.from_numpy(y_train)
         yv = None if y_val is None else torch.from_numpy(y_val)
@@ -575,6 +586,7 @@ def finetune(
                     step += 1
                 full_epoch = epoch - cfg.freeze_epochs
                 eligible = full_epoch >= min(max(cfg.min_epochs, 1), cfg.epochs)
+                recalibrate_norm()
                 if evaluate(epoch, "full", total / n_seen, cfg.lr * f, t0, eligible=eligible):
                     stopped = epoch < cfg.freeze_epochs + cfg.epochs
                     break

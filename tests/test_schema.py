@@ -59,3 +59,17 @@ def test_batch_from_samples():
     assert (b.dynamic_world == 9).all()
     assert b.meta["sample_id"][0] == "s0_00000"
     assert len(b.to("cpu")) == 5
+
+
+@pytest.mark.parametrize(
+    "idx",
+    [slice(2, 6), np.array([5, 0, 3]), torch.tensor([1, 1, 4]), np.arange(8) % 3 == 0],
+    ids=["slice", "numpy", "tensor", "bool"],
+)
+def test_batch_select_equals_the_batch_of_the_selected_samples(idx):
+    s = make_samples(8, T=5)
+    got = Batch.from_samples(s).select(idx)
+    ref = Batch.from_samples(s.select(np.asarray(idx) if isinstance(idx, torch.Tensor) else idx))
+    for f in ("x", "mask", "month", "latlon", "dynamic_world", "label"):
+        assert torch.equal(getattr(got, f), getattr(ref, f)), f
+    assert got.meta == {}

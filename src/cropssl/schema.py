@@ -257,6 +257,21 @@ class Batch:
         """A copy with some fields replaced (views and masks use this; never mutate in place)."""
         return dataclasses.replace(self, **changes)
 
+    def select(self, idx: Any) -> Batch:
+        """Rows ``idx`` (index tensor / array, boolean mask or slice) of the tensor fields, without meta."""
+        if not isinstance(idx, slice) and not hasattr(idx, "device"):
+            import torch
+
+            idx = torch.as_tensor(idx)
+        return Batch(
+            x=self.x[idx],
+            mask=self.mask[idx],
+            month=self.month[idx],
+            latlon=self.latlon[idx],
+            dynamic_world=self.dynamic_world[idx],
+            label=self.label[idx],
+        )
+
     def to(self, device: Any) -> Batch:
         """Move the tensor fields to ``device``."""
         return self.replace(

@@ -189,16 +189,7 @@ class EncoderMonitor(pl.Callback):
         def embed(batch: Batch) -> Tensor:
             out = []
             for start in range(0, len(batch), batch_size):
-                sl = slice(start, start + batch_size)
-                part = batch.replace(
-                    x=batch.x[sl],
-                    mask=batch.mask[sl],
-                    month=batch.month[sl],
-                    latlon=batch.latlon[sl],
-                    dynamic_world=batch.dynamic_world[sl],
-                    label=batch.label[sl],
-                    meta={},
-                )
+                part = batch.select(slice(start, start + batch_size))
                 out.append(encoder(part.to(device)).float().cpu())
             return torch.cat(out)
 

@@ -270,20 +270,6 @@ def stratified_holdout(y: np.ndarray, frac: float, seed: int = 0) -> np.ndarray:
     return out
 
 
-def take(batch: Batch, idx: Tensor | np.ndarray | slice) -> Batch:
-    """Rows ``idx`` of every tensor field of a batch (meta is dropped)."""
-    if isinstance(idx, np.ndarray):
-        idx = torch.from_numpy(idx)
-    return Batch(
-        x=batch.x[idx],
-        mask=batch.mask[idx],
-        month=batch.month[idx],
-        latlon=batch.latlon[idx],
-        dynamic_world=batch.dynamic_world[idx],
-        label=batch.label[idx],
-    )
-
-
 def _macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
     from cropssl.evaluation.metrics import classification_metrics
 
@@ -294,7 +280,7 @@ def _macro_f1(y: np.ndarray, pred: np.ndarray, k: int) -> float:
 def _embed(encoder: PixelTimeSeriesEncoder, batch: Batch, batch_size: int) -> Tensor:
     was = encoder.training
     encoder.eval()
-    out = [encoder(take(batch, slice(i, i + batch_size))) for i in range(0, len(batch), batch_size)]
+    out = [encoder(batch.select(slice(i, i + batch_size))) for i in range(0, len(batch), batch_size)]
     encoder.train(was)
     return torch.cat(out) if out else torch.zeros(0, encoder.embed_dim)
 
@@ -304,7 +290,7 @@ def predict_logits(model: FinetuneModel, batch: Batch, batch_size: int = 1024) -
     """``[N, K]`` logits of a batch, in eval mode and in chunks."""
     was = model.training
     model.eval()
-    out = [model(take(batch, slice(i, i + batch_size))) for i in range(0, len(batch), batch_size)]
+    out = [model(batch.select(slice(i, i + batch_size))) for i in range(0, len(batch), batch_size)]
     model.train(was)
     return torch.cat(out) if out else torch.zeros(0, model.n_classes)
 
@@ -572,7 +558,7 @@ def finetune(
                     f = _lr_factor(step, total_steps, warmup, cfg.schedule)
                     for g in opt.param_groups:
                         g["lr"] = cfg.lr * g["lr_scale"] * f
-                    logits = model(take(tb, idx))
+                    logits = model(tb.select(idx))
                     loss = F.cross_entropy(
                         logits, yt[idx], weight=weight, label_smoothing=cfg.label_smoothing
                     )
@@ -668,6 +654,5 @@ __all__ = [
     "predict_proba",
     "scratch_encoder",
     "stratified_holdout",
-    "take",
     "train_from_scratch",
 ]

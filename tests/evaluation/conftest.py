@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from cropssl.schema import PixelSamples
 from tests.conftest import REAL_FILES, require_shared
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread (the machine is shared: faster and steadier); opt in with ``usefixtures``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

@@ -31,14 +31,7 @@ from cropssl.schema import Batch
 from tests.conftest import make_samples
 from tests.evaluation._evalhelpers import TINY_CONFIG, tiny_encoder
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The machine is shared: one torch thread is faster and keeps timings stable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _labels(n: int, seed: int = 0) -> np.ndarray:

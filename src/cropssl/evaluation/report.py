@@ -1137,6 +1137,14 @@ def _si(v: float | None) -> str:
     return f"{v:.0f}"
 
 
+def _delta_row(name: str, v: dict[str, Any], with_overlap: bool) -> list[str]:
+    """A row of a significance table: method, paired delta, its CI, [CI overlap,] verdict."""
+    pdl = v["paired_delta"]
+    overlap = ["yes" if v["ci_overlap"] else "no"] if with_overlap else []
+    verdict = "significant" if v["paired_significant"] else "not significant"
+    return [name, f"{pdl['delta']:+.3f}", f"{pdl['low']:+.3f} to {pdl['high']:+.3f}", *overlap, verdict]
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -1339,32 +1347,11 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
             "samples (a difference is significant when its CI excludes 0)."
         )
         L.append("")
-        rows = []
-        for n, v in sig["vs_best"].items():
-            pdl = v["paired_delta"]
-            rows.append(
-                [
-                    n,
-                    f"{pdl['delta']:+.3f}",
-                    f"{pdl['low']:+.3f} to {pdl['high']:+.3f}",
-                    "yes" if v["ci_overlap"] else "no",
-                    "significant" if v["paired_significant"] else "not significant",
-                ]
-            )
+        rows = [_delta_row(n, v, with_overlap=True) for n, v in sig["vs_best"].items()]
         L += _table(["method", "Δ macro F1 vs best", f"paired {conf}% CI", "CIs overlap", "verdict"], rows)
         L.append("")
         if sig.get("baseline") and sig.get("vs_baseline"):
-            rows = []
-            for n, v in sig["vs_baseline"].items():
-                pdl = v["paired_delta"]
-                rows.append(
-                    [
-                        n,
-                        f"{pdl['delta']:+.3f}",
-                        f"{pdl['low']:+.3f} to {pdl['high']:+.3f}",
-                        "significant" if v["paired_significant"] else "not significant",
-                    ]
-                )
+            rows = [_delta_row(n, v, with_overlap=False) for n, v in sig["vs_baseline"].items()]
             L.append(f"Against the deployed baseline `{sig['baseline']}`:")
             L.append("")
             L += _table(["method", "Δ macro F1 vs baseline", f"paired {conf}% CI", "verdict"], rows)

@@ -68,7 +68,7 @@ def samples() -> PixelSamples:
 def real_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Shards of the three real WorldCereal files (T=12), built once per test session."""
     require_shared(*REAL_FILES.values())
-    from cropssl.cli.shard import shard_files
+    from cropssl.data.build import shard_files
 
     out = tmp_path_factory.mktemp("real") / "shards"
     shard_files(list(REAL_FILES.values()), out, timesteps=12, records_per_shard=8)
@@ -79,7 +79,7 @@ def real_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def labelled_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Shards of the two labelled WorldCereal files."""
     require_shared(REAL_FILES["long"], REAL_FILES["wide"])
-    from cropssl.cli.shard import shard_files
+    from cropssl.data.build import shard_files
 
     out = tmp_path_factory.mktemp("labelled") / "shards"
     shard_files([REAL_FILES["long"], REAL_FILES["wide"]], out, timesteps=12, labelled_only=True)

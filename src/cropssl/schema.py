@@ -81,6 +81,50 @@ SENSOR_GROUPS: dict[str, tuple[str, ...]] = {
 }
 S2_BANDS: tuple[str, ...] = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
 
+#: The one alias table of input names: schema band -> the names it has in the files users bring.
+#: WorldCereal extractions (long parquet / cubes: ``S2-L2A-B02``; wide parquet ``{SENSOR}-{BAND}``
+#: prefixes: ``OPTICAL-B02``), openEO / GFMAP collections (``B02``, ``VV``, AgERA5 ``temperature-mean``),
+#: Presto (``B2``, ``temperature_2m``) and DEM layers (``DEM``, ``altitude``). Matching is
+#: case-insensitive. The *names* say which band a variable is; its *encoding* (WorldCereal digital numbers
+#: by default, or the units a file declares) is decided by the reader (``cropssl.data.ingest.units``).
+BAND_ALIASES: dict[str, tuple[str, ...]] = {
+    "VV": ("S1-SIGMA0-VV", "SAR-VV", "S1-VV", "VV", "sigma0_vv"),
+    "VH": ("S1-SIGMA0-VH", "SAR-VH", "S1-VH", "VH", "sigma0_vh"),
+    **{
+        f"B{b.lstrip('0')}": (
+            f"S2-L2A-B{b}",
+            f"S2-L1C-B{b}",
+            f"OPTICAL-B{b}",
+            f"B{b}",
+            *((f"B{b.lstrip('0')}",) if b.startswith("0") else ()),
+        )
+        for b in ("02", "03", "04", "05", "06", "07", "08", "8A", "11", "12")
+    },
+    "temperature_2m": (
+        "AGERA5-TMEAN",
+        "METEO-temperature_mean",
+        "temperature-mean",
+        "temperature_mean",
+        "temperature_2m",
+    ),
+    "total_precipitation": (
+        "AGERA5-PRECIP",
+        "METEO-precipitation_flux",
+        "precipitation-flux",
+        "precipitation_flux",
+        "total_precipitation",
+    ),
+    "elevation": ("elevation", "DEM-alt", "DEM", "altitude", "alt", "COP-DEM"),
+    "slope": ("slope", "DEM-slo", "slo"),
+}
+_ALIAS_LOOKUP: dict[str, str] = {a.lower(): band for band, names in BAND_ALIASES.items() for a in names}
+
+
+def band_for_name(name: str) -> str | None:
+    """The schema band a file's variable / column name stands for (any alias, any case), else ``None``."""
+    return _ALIAS_LOOKUP.get(str(name).strip().lower())
+
+
 NORM_ADD = np.array([25, 25] + [0] * 10 + [-272.15, 0, 0, 0, 0], dtype=np.float64)
 NORM_DIV = np.array([25, 25] + [1e4] * 10 + [35, 0.03, 2000, 50, 1], dtype=np.float64)
 
@@ -184,6 +228,15 @@ class PixelSamples:
     def timesteps(self) -> int:
         """Number of timesteps T."""
         return self.x.shape[1]
+
+    def observed_steps(self) -> np.ndarray:
+        """``[N]`` number of timesteps with at least one Sentinel-1 or Sentinel-2 value present.
+
+        Meteo and DEM are known everywhere, so they say nothing about the pixel itself: a sample with no
+        observed S1/S2 step has no data to classify.
+        """
+        sensors = [BAND_INDEX[b] for b in ("VV", "VH", *S2_BANDS)]
+        return (~self.mask[:, :, sensors]).any(axis=2).sum(axis=1)
 
     def select(self, idx: np.ndarray | slice) -> PixelSamples:
         """Subset of samples by index array, boolean array or slice."""

@@ -173,7 +173,7 @@ def test_cli_is_deterministic_and_reports_errors(tmp_path, capsys):
     assert shard_main([*inputs, "--out", str(tmp_path / "a"), "--samples-per-record", "64"]) == 0
     assert shard_main([*inputs, "--out", str(tmp_path / "b"), "--samples-per-record", "64"]) == 0
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
-    assert "wrote 1000 samples (1000 labelled, T=12)" in capsys.readouterr().out
+    assert "wrote 1000 samples (1000 labelled, T=12, cadence month)" in capsys.readouterr().out
     # existing output without --overwrite: clear error, exit code 2, the old shards stay intact
     before = _digest(tmp_path / "a")
     assert shard_main([*inputs, "--out", str(tmp_path / "a")]) == 2

@@ -34,7 +34,7 @@ def prepare_shards(data: Path, work: Path, pixels: int, seed: int = 0) -> tuple[
     kind = "real" if real else "synthetic"
     pretrain, labelled = work / "shards" / f"{kind}_pretrain", work / "shards" / f"{kind}_labelled"
     if real:
-        from cropssl.cli.shard import shard_files
+        from cropssl.data.build import shard_files
 
         if not (pretrain / "manifest.json").exists():
             print(f"sharding {len(REAL_FILES)} real files -> {pretrain}")

@@ -32,6 +32,7 @@ import json
 import re
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,11 +42,25 @@ import numpy as np
 
 from cropssl.schema import BAND_GROUPS, BANDS, PixelSamples
 
-_CUBE_ID = re.compile(r"_(\d+)_(\d+)$")
-
 
 class PredictError(ValueError):
     """The head, encoder and input do not fit together."""
+
+
+#: Colour of no-data pixels in map PNGs (no class colour uses it).
+NODATA_COLOR = "#3b3b3b"
+
+
+class NoDataWarning(UserWarning):
+    """Most of a map is no-data (pixels without enough Sentinel-1/2 observations)."""
+
+
+def months_between(start: str, end: str) -> int:
+    """Months of the window ``start .. end`` (``YYYY-MM``, both included)."""
+    from cropssl.data.ingest import IngestOptions
+
+    lo, hi = IngestOptions(start=start, end=end).window_months()
+    return hi - lo + 1
 
 
 # ---------------------------------------------------------------------------------------------- bands
@@ -73,19 +88,22 @@ def head_bands(head: dict[str, Any], encoder: Any | None) -> list[str]:
 
 
 def check_cube_bands(path: Path, needed: Sequence[str], allow_missing: bool = False) -> list[str]:
-    """Refuse a cube lacking a needed band (naming it); return the missing ones (allowed or none)."""
-    import xarray as xr
+    """Refuse a cube lacking a needed band (naming it and the variables it has); return the missing ones.
 
-    from cropssl.data.ingest.long import COLUMNS
+    Variables are matched with the same alias table as ``cropssl-shard`` (:mod:`cropssl.data.ingest.netcdf`).
+    """
+    from cropssl.data.ingest.netcdf import cube_variables
+    from cropssl.schema import BAND_ALIASES, band_for_name
 
-    with xr.open_dataset(path, engine="h5netcdf", decode_cf=False) as ds:
-        present = set(ds.data_vars)
-    missing = [b for b in needed if COLUMNS[b] not in present]
+    variables = cube_variables(path)
+    present = {band_for_name(v) for v in variables}
+    missing = [b for b in needed if b not in present]
     if missing and not allow_missing:
-        names = ", ".join(f"{b} (variable '{COLUMNS[b]}')" for b in missing)
+        names = ", ".join(f"{b} (e.g. variable {' / '.join(BAND_ALIASES[b][:2])})" for b in missing)
         raise PredictError(
-            f"input {path} lacks band(s) the head needs: {names}. The head was fitted with these bands "
-            "observed; pass --allow-missing-bands to predict with them masked as missing"
+            f"input {path} lacks band(s) the head needs: {names}; the file has variables {variables}. The "
+            "head was fitted with these bands observed; pass --allow-missing-bands to predict with them "
+            "masked as missing"
         )
     return missing
 
@@ -191,7 +209,7 @@ def _write_png(
     k = len(classes)
     base = plt.get_cmap("tab20" if k > 10 else "tab10")
     colors = [base(i % base.N) for i in range(k)]
-    cmap = ListedColormap(colors).with_extremes(bad="white")
+    cmap = ListedColormap(colors).with_extremes(bad=NODATA_COLOR)
     data = np.ma.masked_less(cls, 0)
     dx = (x[1] - x[0]) if len(x) > 1 else 1.0
     dy = (y[1] - y[0]) if len(y) > 1 else -1.0
@@ -201,6 +219,8 @@ def _write_png(
     present = np.unique(cls[cls >= 0])
     counts = {int(c): int((cls == c).sum()) for c in present}
     handles = [Patch(color=colors[c], label=f"{classes[c]} ({counts[c]} px)") for c in present]
+    if (cls < 0).any():
+        handles.append(Patch(color=NODATA_COLOR, label=f"no data ({int((cls < 0).sum())} px)"))
     ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("x (m)")
@@ -220,8 +240,15 @@ def predict_cube(
     png: str | Path | None = None,
     allow_missing_bands: bool = False,
     progress: bool = True,
+    min_valid_steps: int = 1,
+    window: tuple[str, str] | None = None,
+    season_end_month: int | None = None,
 ) -> dict[str, Any]:
     """Classify every pixel of a NetCDF cube with a saved head; write the map (NetCDF + PNG).
+
+    Pixels with fewer than ``min_valid_steps`` timesteps holding a Sentinel-1 or Sentinel-2 value are
+    no-data in the map (class -1, NaN probabilities), never a class; they are counted in the summary and
+    the file's attributes, and a map that is mostly no-data warns.
 
     Args:
         head_path: Head written by ``cropssl-evaluate save_heads=true``.
@@ -232,9 +259,13 @@ def predict_cube(
         png: PNG path (default ``out`` with suffix ``.png``).
         allow_missing_bands: Predict even when the cube lacks bands the head needs (masked as missing).
         progress: Show a tqdm progress bar.
+        min_valid_steps: Fewest S1/S2-observed timesteps a pixel needs to get a class.
+        window: ``(start, end)`` months ``YYYY-MM`` of the window (default: the cube's middle months).
+        season_end_month: End the window on this calendar month instead (1-12).
 
     Returns:
-        A summary (``n_pixels``, ``shape``, ``class_counts``, ``seconds``, ``px_per_s``, paths).
+        A summary (``n_pixels``, ``n_nodata``, ``shape``, ``class_counts``, ``window``, ``seconds``,
+        ``px_per_s``, paths).
 
     Raises:
         PredictError: head / encoder / input mismatch (names the band or encoder).
@@ -244,8 +275,10 @@ def predict_cube(
     import xarray as xr
     from tqdm.auto import tqdm
 
-    from cropssl.data.ingest import detect_format, read_input
+    from cropssl.data.ingest import IngestOptions, detect_format, read_input
+    from cropssl.data.ingest.netcdf import CRS_VARIABLES, find_dims
     from cropssl.evaluation.report import load_head
+    from cropssl.io.atomic import atomic_path
 
     head_path, input_path, out = Path(head_path), Path(input_path), Path(out)
     if batch_size < 1:
@@ -261,16 +294,31 @@ def predict_cube(
     timesteps = int(head.get("timesteps", 12))
     if enc is not None and timesteps > enc.max_T:
         raise PredictError(f"the head uses T={timesteps} but the encoder accepts at most max_T={enc.max_T}")
-    samples, _ = read_input(input_path, timesteps)
+    if window is not None and timesteps != months_between(*window):
+        raise PredictError(
+            f"--start {window[0]} --end {window[1]} is {months_between(*window)} months but the head was "
+            f"fitted on T={timesteps}"
+        )
+    options = IngestOptions(
+        timesteps=timesteps,
+        start=window[0] if window else None,
+        end=window[1] if window else None,
+        season_end_month=season_end_month,
+    )
+    samples, report = read_input(input_path, options=options)
+    if report.cadence != "month":
+        raise PredictError(f"input {input_path} is {report.cadence}ly; heads map monthly windows")
 
     with xr.open_dataset(input_path, engine="h5netcdf", decode_cf=True, mask_and_scale=False) as ds:
-        ny, nx = ds.sizes["y"], ds.sizes["x"]
-        x_coord, y_coord = ds["x"].copy(deep=True), ds["y"].copy(deep=True)
-        crs_name = next((n for n in ("crs", "spatial_ref") if n in ds.variables), None)
+        _, ydim, xdim = find_dims(ds, input_path)
+        ny, nx = ds.sizes[ydim], ds.sizes[xdim]
+        x_coord, y_coord = ds[xdim].copy(deep=True), ds[ydim].copy(deep=True)
+        crs_name = next((n for n in CRS_VARIABLES if n in ds.variables), None)
         crs_var = ds[crs_name].copy(deep=True) if crs_name else None
-        x_vals, y_vals = ds["x"].to_numpy(), ds["y"].to_numpy()
-    ids = np.asarray(samples.meta["sample_id"], dtype=object).astype(str)
-    rc = np.array([[int(g) for g in _CUBE_ID.search(s).groups()] for s in ids], dtype=np.int64).reshape(-1, 2)
+        x_vals, y_vals = ds[xdim].to_numpy(), ds[ydim].to_numpy()
+    rc = np.stack([samples.meta["row"].astype(np.int64), samples.meta["col"].astype(np.int64)], 1)
+    enough = samples.observed_steps() >= min_valid_steps
+    samples, rc = samples.select(enough), rc[enough]
 
     classes = list(head["classes"])
     k = len(classes)
@@ -286,13 +334,21 @@ def predict_cube(
             cls[r, c] = p.argmax(axis=1).astype(np.int16)
             bar.update(len(chunk))
     seconds = time.perf_counter() - start
+    n_nodata = int((cls < 0).sum())
+    if n_nodata > 0.5 * cls.size:
+        warnings.warn(
+            f"{input_path}: {n_nodata} of {cls.size} pixels ({n_nodata / cls.size:.0%}) have fewer than "
+            f"{min_valid_steps} timestep(s) with Sentinel-1/2 data and are no-data in the map",
+            NoDataWarning,
+            stacklevel=2,
+        )
 
     names = [str(c) for c in classes]
     flag_meanings = " ".join(re.sub(r"\s+", "_", n) for n in names)
     grid = {"grid_mapping": crs_name} if crs_name else {}
     data_vars: dict[str, Any] = {
         "class": (
-            ("y", "x"),
+            (ydim, xdim),
             cls,
             {
                 "long_name": "predicted class index (-1 = no data)",
@@ -304,7 +360,7 @@ def predict_cube(
             },
         ),
         "probability": (
-            ("class_index", "y", "x"),
+            ("class_index", ydim, xdim),
             proba,
             {"long_name": "class probability", "units": "1", **grid},
         ),
@@ -314,7 +370,7 @@ def predict_cube(
         data_vars[crs_name] = crs_var  # type: ignore[index]
     out_ds = xr.Dataset(
         data_vars,
-        coords={"class_index": np.arange(k, dtype=np.int16), "x": x_coord, "y": y_coord},
+        coords={"class_index": np.arange(k, dtype=np.int16), xdim: x_coord, ydim: y_coord},
         attrs={
             "Conventions": "CF-1.9",
             "title": f"cropssl crop map ({head['strategy']})",
@@ -325,25 +381,34 @@ def predict_cube(
             "head": str(head_path),
             "source": str(input_path),
             "timesteps": timesteps,
+            "window_start": str(report.window.get("start", "")),
+            "window_end": str(report.window.get("end", "")),
+            "window_rule": str(report.window.get("rule", "")),
             "missing_bands": json.dumps(missing),
+            "n_nodata": n_nodata,
+            "min_valid_steps": int(min_valid_steps),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
     # no _FillValue on `class`: it would decode to float with NaN; -1 is documented in its attributes
     encoding = {"class": {"_FillValue": None}, "probability": {"_FillValue": np.float32(np.nan)}}
-    out_ds.to_netcdf(out, engine="h5netcdf", encoding=encoding)
     png_path = Path(png) if png else out.with_suffix(".png")
-    _write_png(png_path, cls, x_vals, y_vals, names, f"{input_path.name}: {head['strategy']} on {enc_desc}")
+    with atomic_path(out) as tmp_nc:
+        out_ds.to_netcdf(tmp_nc, engine="h5netcdf", encoding=encoding)
+        with atomic_path(png_path) as tmp_png:
+            title = f"{input_path.name}: {head['strategy']} on {enc_desc}"
+            _write_png(tmp_png, cls, x_vals, y_vals, names, title)
     counts = {names[c]: int((cls == c).sum()) for c in range(k)}
     return {
         "out": str(out),
         "png": str(png_path),
         "shape": [int(ny), int(nx)],
-        "n_pixels": len(samples),
-        "n_nodata": int((cls < 0).sum()),
+        "n_pixels": int(ny * nx),
+        "n_classified": len(samples),
+        "n_nodata": n_nodata,
         "class_counts": counts,
         "missing_bands": missing,
+        "window": report.window,
         "seconds": seconds,
         "px_per_s": len(samples) / seconds if seconds > 0 else float("inf"),
     }
@@ -366,6 +431,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-missing-bands",
         action="store_true",
         help="predict even if the cube lacks bands the head was fitted with (they are masked as missing)",
+    )
+    p.add_argument("--start", default=None, help="first month of the window, YYYY-MM (with --end)")
+    p.add_argument("--end", default=None, help="last month of the window, YYYY-MM (with --start)")
+    p.add_argument("--season-end-month", type=int, default=None, help="end the window on this month (1-12)")
+    p.add_argument(
+        "--min-valid-steps",
+        type=int,
+        default=1,
+        help="fewest timesteps with Sentinel-1/2 data a pixel needs to get a class (else no-data; default 1)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -391,6 +465,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             png=args.png,
             allow_missing_bands=args.allow_missing_bands,
             progress=not args.quiet,
+            min_valid_steps=args.min_valid_steps,
+            window=(args.start, args.end) if args.start or args.end else None,
+            season_end_month=args.season_end_month,
         )
     except (PredictError, InputFormatError, FileNotFoundError, ValueError) as exc:
         print(f"cropssl-predict: error: {exc}", file=sys.stderr)

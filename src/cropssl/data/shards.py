@@ -20,9 +20,7 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import tarfile
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from cropssl import __version__
+from cropssl.io.atomic import atomic_dir
 from cropssl.schema import BANDS, META_KEYS, NUM_BANDS, SCHEMA_VERSION, UNITS, PixelSamples
 
 MANIFEST = "manifest.json"
@@ -156,14 +155,11 @@ def write_shards(
 
     """
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     if samples_per_record < 1 or records_per_shard < 1:
         raise ValueError("samples_per_record and records_per_shard must be >= 1")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        n = len(samples)
+    n = len(samples)
+    needed = int(samples.x.nbytes * 1.2 + samples.mask.nbytes + 4096)
+    with atomic_dir(out, overwrite=overwrite, needed_bytes=needed) as tmp:
         per_shard = samples_per_record * records_per_shard
         shard_entries = []
         for s, start in enumerate(range(0, n, per_shard)):
@@ -186,6 +182,7 @@ def write_shards(
                     "sha256": _sha256(tmp / name),
                 }
             )
+            (tmp / name).chmod(0o644)
         labels, counts = np.unique(samples.label[samples.label >= 0], return_counts=True)
         manifest: dict[str, Any] = {
             "format": "cropssl-shards",
@@ -207,12 +204,8 @@ def write_shards(
         if extra:
             manifest.update(extra)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / MANIFEST).chmod(0o644)
+        tmp.chmod(0o755)
     return manifest
 
 

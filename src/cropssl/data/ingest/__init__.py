@@ -10,12 +10,13 @@ Three formats, all found in WorldCereal extractions:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from cropssl.data.ingest.common import IngestReport, InputFormatError
+from cropssl.data.ingest.common import IngestOptions, IngestReport, InputFormatError
 from cropssl.schema import PixelSamples
 
-__all__ = ["IngestReport", "InputFormatError", "detect_format", "read_input"]
+__all__ = ["IngestOptions", "IngestReport", "InputFormatError", "detect_format", "read_input"]
 
 PARQUET_SUFFIXES = (".parquet", ".geoparquet", ".pq")
 CUBE_SUFFIXES = (".nc", ".nc4", ".netcdf")
@@ -53,32 +54,39 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def read_input(path: str | Path, timesteps: int = 12) -> tuple[PixelSamples, IngestReport]:
-    """Read one input file into windows of ``timesteps`` months.
+def read_input(
+    path: str | Path, timesteps: int | None = None, options: IngestOptions | None = None
+) -> tuple[PixelSamples, IngestReport]:
+    """Read one input file into sample windows.
 
     Args:
         path: A long or wide parquet file or a NetCDF cube.
-        timesteps: Months per sample window (>= 1).
+        timesteps: Months per sample window (default: ``options.timesteps``, 12).
+        options: How to read it (cadence, window, labels, units; see :class:`IngestOptions`).
 
     Returns:
         The samples (physical units, missing mask) and an :class:`IngestReport`.
 
     Raises:
         FileNotFoundError: The file does not exist.
-        InputFormatError: The file is of no supported format or its content is invalid.
+        InputFormatError: The file is of no supported format or its content is invalid; the message
+            names the file and says what to do.
 
     """
-    if timesteps < 1:
-        raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+    options = options or IngestOptions()
+    if timesteps is not None:
+        if timesteps < 1:
+            raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        options = dataclasses.replace(options, timesteps=timesteps)
     fmt = detect_format(path)
     if fmt == "cube":
         from cropssl.data.ingest.cube import read_cube
 
-        return read_cube(path, timesteps)
+        return read_cube(path, options)
     if fmt == "wide":
         from cropssl.data.ingest.wide import read_wide
 
-        return read_wide(path, timesteps)
+        return read_wide(path, options)
     from cropssl.data.ingest.long import read_long
 
-    return read_long(path, timesteps)
+    return read_long(path, options)

@@ -1,4 +1,4 @@
-"""NetCDF **cubes** ``(t, y, x)``: every pixel is an (unlabelled) sample; lat/lon from the CRS."""
+"""NetCDF **cubes**: every pixel is an (unlabelled) sample; lat/lon from the CRS (see :mod:`.netcdf`)."""
 
 from __future__ import annotations
 
@@ -7,82 +7,91 @@ from pathlib import Path
 import numpy as np
 
 from cropssl.data.ingest.common import (
+    IngestOptions,
     IngestReport,
-    InputFormatError,
+    choose_windows,
+    count_nonfinite,
     cut_windows,
     finish,
+    resolve_units,
     to_physical,
-    window_starts,
+    window_months,
+    window_summary,
 )
-from cropssl.data.ingest.long import COLUMNS, month_index
+from cropssl.data.ingest.netcdf import open_cube
+from cropssl.data.ingest.series import regrid
 from cropssl.schema import NO_LABEL, PixelSamples
 
 
-def _crs_wkt(ds) -> str:
-    for name in ("crs", "spatial_ref"):
-        if name in ds.variables:
-            attrs = ds[name].attrs
-            for key in ("crs_wkt", "spatial_ref"):
-                if key in attrs:
-                    return str(attrs[key])
-    raise InputFormatError("the cube has no CRS (expected a 'crs' or 'spatial_ref' variable with 'crs_wkt')")
+def read_cube(path: str | Path, options: IngestOptions) -> tuple[PixelSamples, IngestReport]:
+    """Read a NetCDF cube; pixel ``(row, col)`` becomes sample ``{stem}_{row:04d}_{col:04d}``.
 
-
-def read_cube(path: str | Path, timesteps: int) -> tuple[PixelSamples, IngestReport]:
-    """Read a NetCDF cube; pixel ``(iy, ix)`` becomes sample ``{stem}_{iy}_{ix}``."""
-    import xarray as xr
-    from pyproj import CRS, Transformer
-
-    try:
-        ds = xr.open_dataset(path, engine="h5netcdf", decode_cf=True, mask_and_scale=False)
-    except (OSError, ValueError) as exc:
-        raise InputFormatError(f"{path}: cannot open as a NetCDF4 cube ({exc})") from exc
-    with ds:
-        for dim in ("t", "y", "x"):
-            if dim not in ds.dims:
-                raise InputFormatError(f"{path}: cube needs dimensions (t, y, x); found {tuple(ds.dims)}")
-        ny, nx, length = ds.sizes["y"], ds.sizes["x"], ds.sizes["t"]
-        n = ny * nx
-        raw: dict[str, np.ndarray] = {}
-        for band, col in COLUMNS.items():
-            if col in ds.data_vars:
-                v = ds[col].transpose("t", "y", "x").to_numpy().astype(np.float64)
-                raw[band] = v.reshape(length, n).T
-        if not raw:
-            raise InputFormatError(f"{path}: no band variables; expected some of {sorted(COLUMNS.values())}")
-        months = month_index(ds["t"].to_numpy())
-        xs, ys = np.meshgrid(ds["x"].to_numpy(), ds["y"].to_numpy())
-        to_wgs84 = Transformer.from_crs(CRS.from_wkt(_crs_wkt(ds)), "EPSG:4326", always_xy=True)
-        lon, lat = to_wgs84.transform(xs.ravel(), ys.ravel())
-    if np.any(np.diff(months) != 1):
-        raise InputFormatError(f"{path}: the t axis must be consecutive months, got month indices {months}")
-    x, mask, n_nonfinite = to_physical(raw, (n, length))
-    first, last = np.zeros(n, np.int64), np.full(n, length - 1, np.int64)
-    start = window_starts(first, last, (first + last + 1) // 2, timesteps)
-    xw, mw, n_padded = cut_windows(x, mask, start, timesteps)
-    origin = int(months[0])
-    month = (origin + start[:, None] + np.arange(timesteps)[None]) % 12
+    The sample meta carries ``row`` and ``col`` (the pixel's position in the grid). All pixels share one
+    window: the middle ``timesteps`` months of the cube by default, or the window the options fix (which
+    must lie inside the cube's months).
+    """
+    where = f"{path}: "
+    cube = open_cube(path)
+    n = cube.n_pixels
+    units = resolve_units(list(cube.values), cube.units, options.units, where)
+    n_nonfinite = count_nonfinite(cube.values, cube.nodata)
+    series = regrid(cube.values, cube.nodata, cube.times, units, options.cadence, where)
+    x, mask, n_bad, unit_notes = to_physical(series, units, where=where, on_invalid=options.on_out_of_range)
+    k = series.steps_per_month
+    steps = x.shape[1]
+    origin = np.full(n, series.origin, np.int64)
+    first, last = np.zeros(n, np.int64), np.full(n, steps - 1, np.int64)
+    start, window, rule = choose_windows(
+        options,
+        origin=origin,
+        first=first,
+        last=last,
+        centre=(first + last + 1) // 2,
+        has_centre=np.zeros(n, bool),
+        steps_per_month=k,
+        where=where,
+        common_axis=True,
+    )
+    xw, mw, n_padded = cut_windows(x, mask, start, window)
+    month = window_months(origin, start, window, k)
     stem = Path(path).stem
-    iy, ix = np.divmod(np.arange(n), nx)
+    nx = cube.shape[1]
+    row, col = np.divmod(np.arange(n), nx)
     meta = {
-        "sample_id": np.array([f"{stem}_{a:04d}_{b:04d}" for a, b in zip(iy, ix)], dtype=object),
+        "sample_id": np.array([f"{stem}_{a:04d}_{b:04d}" for a, b in zip(row, col)], dtype=object),
         "source": np.full(n, Path(path).name, dtype=object),
         "ref_id": np.full(n, stem, dtype=object),
         "country": np.full(n, "", dtype=object),
         "h3_l3_cell": np.full(n, "", dtype=object),
+        "row": row.astype(object),
+        "col": col.astype(object),
     }
-    notes = [f"{n_padded} pixels cover fewer than {timesteps} months: padded as missing"] if n_padded else []
+    notes = [*series.notes, *unit_notes]
+    if n_padded:
+        notes.append(f"{n_padded} pixels cover fewer than {window} steps: padded as missing")
+    if steps > window:
+        notes.append(
+            f"the cube has {steps} steps; the window keeps {window} ({rule}); choose another with "
+            "--start/--end or --season-end-month"
+        )
+    if any("L1C" in v.upper() for v in cube.variables.values()):
+        notes.append("Sentinel-2 is Level-1C (top of atmosphere), not L2A")
     return finish(
         fmt="cube",
-        path=str(path),
+        path=path,
         n_rows=n,
         x=xw,
         mask=mw,
         month=month,
-        latlon=np.stack([lat, lon], 1),
+        latlon=cube.latlon,
         label=np.full(n, NO_LABEL),
-        year=(origin + start + timesteps - 1) // 12,
+        year=(series.origin + (start + window - 1) // k) // 12,
         meta=meta,
         n_nonfinite=n_nonfinite,
         notes=notes,
+        cadence=series.cadence,
+        window=window_summary(origin, start, window, k, rule),
+        variables=cube.variables,
+        units=units,
+        n_out_of_range=n_bad,
     )

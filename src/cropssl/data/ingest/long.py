@@ -1,4 +1,4 @@
-"""WorldCereal **long** parquet: one row per (sample, timestep)."""
+"""WorldCereal **long** parquet: one row per (sample, timestep), monthly or dekadal."""
 
 from __future__ import annotations
 
@@ -8,100 +8,119 @@ import numpy as np
 import pandas as pd
 
 from cropssl.data.ingest.common import (
+    IngestOptions,
     IngestReport,
     InputFormatError,
+    choose_windows,
+    count_nonfinite,
     country_from_ref_id,
     cut_windows,
     finish,
+    numeric,
+    resolve_units,
     to_physical,
-    window_starts,
+    window_months,
+    window_summary,
 )
-from cropssl.schema import NO_LABEL, PixelSamples
+from cropssl.data.ingest.labels import read_labels
+from cropssl.data.ingest.series import month_index, regrid
+from cropssl.schema import BAND_ALIASES, PixelSamples, band_for_name
 
-#: Schema band -> column of WorldCereal long parquet files and NetCDF cubes.
-COLUMNS: dict[str, str] = {
-    "VV": "S1-SIGMA0-VV",
-    "VH": "S1-SIGMA0-VH",
-    "B2": "S2-L2A-B02",
-    "B3": "S2-L2A-B03",
-    "B4": "S2-L2A-B04",
-    "B5": "S2-L2A-B05",
-    "B6": "S2-L2A-B06",
-    "B7": "S2-L2A-B07",
-    "B8": "S2-L2A-B08",
-    "B8A": "S2-L2A-B8A",
-    "B11": "S2-L2A-B11",
-    "B12": "S2-L2A-B12",
-    "temperature_2m": "AGERA5-TMEAN",
-    "total_precipitation": "AGERA5-PRECIP",
-    "elevation": "elevation",
-    "slope": "slope",
-}
+#: Schema band -> column of WorldCereal long parquet files and NetCDF cubes (the first alias).
+COLUMNS: dict[str, str] = {b: names[0] for b, names in BAND_ALIASES.items()}
 REQUIRED = ("sample_id", "timestamp", "lat", "lon")
 
 
-def month_index(values: pd.Series | pd.DatetimeIndex | np.ndarray) -> np.ndarray:
-    """Months since year 0 (``year * 12 + month - 1``) of dates or date strings."""
-    d = pd.DatetimeIndex(pd.to_datetime(values))
-    return (d.year.to_numpy() * 12 + d.month.to_numpy() - 1).astype(np.int64)
+def band_columns(columns: list[str], where: str) -> dict[str, str]:
+    """Schema band -> the column holding it (any alias); a band named by two columns is refused."""
+    out: dict[str, str] = {}
+    for c in columns:
+        band = band_for_name(c)
+        if band is None or band == "NDVI":
+            continue
+        if band in out:
+            raise InputFormatError(f"{where}columns {out[band]!r} and {c!r} are both band {band}; keep one")
+        out[band] = c
+    return out
 
 
-def read_long(path: str | Path, timesteps: int) -> tuple[PixelSamples, IngestReport]:
-    """Read a long parquet file into windows of ``timesteps`` months.
+def read_long(path: str | Path, options: IngestOptions) -> tuple[PixelSamples, IngestReport]:
+    """Read a long parquet file into sample windows.
 
-    Every sample's rows are placed on a monthly grid; months without a row are missing. Labelled samples
-    (with ``valid_time``) get a window centred on it, others the centre of their observed range.
+    Every sample's rows are placed on the file's time axis (the union of its timestamps); absent rows are
+    no-data. The axis is regridded to months (or kept dekadal, ``cadence="native"``); labelled samples
+    (with ``valid_time``) get a window centred on it, others the centre of their observed range, unless the
+    options fix the window.
     """
+    where = f"{path}: "
     df = pd.read_parquet(path)
     absent = [c for c in REQUIRED if c not in df.columns]
     if absent:
-        raise InputFormatError(
-            f"{path}: long-format parquet needs columns {list(REQUIRED)}; missing {absent}"
-        )
-    if not any(c in df.columns for c in COLUMNS.values()):
-        raise InputFormatError(f"{path}: no band column found; expected some of {sorted(COLUMNS.values())}")
+        raise InputFormatError(f"{where}long-format parquet needs columns {list(REQUIRED)}; missing {absent}")
+    cols = band_columns(list(df.columns), where)
+    if not cols:
+        raise InputFormatError(f"{where}no band column found; expected some of {sorted(COLUMNS.values())}")
     if len(df) == 0:
-        raise InputFormatError(f"{path}: the file has no rows")
+        raise InputFormatError(f"{where}the file has no rows")
     sid, ids = pd.factorize(df["sample_id"].astype(str), sort=True)
     n = len(ids)
-    t_abs = month_index(df["timestamp"])
-    origin = int(t_abs.min())
-    t = t_abs - origin
-    length = int(t.max()) + 1
+    stamps = pd.to_datetime(df["timestamp"], errors="coerce")
+    if stamps.isna().any():
+        raise InputFormatError(f"{where}{int(stamps.isna().sum())} rows have no valid 'timestamp'")
+    times, t = np.unique(stamps.to_numpy("datetime64[ns]"), return_inverse=True)
     if np.any(pd.DataFrame({"s": sid, "t": t}).duplicated()):
-        raise InputFormatError(
-            f"{path}: several rows for the same (sample_id, month); expected one per month"
-        )
-    raw: dict[str, np.ndarray] = {}
-    for band, col in COLUMNS.items():
-        if col not in df.columns:
-            continue
-        grid = np.full((n, length), np.nan)
-        grid[sid, t] = pd.to_numeric(df[col], errors="coerce").to_numpy(np.float64)
-        present = np.zeros((n, length), bool)
-        present[sid, t] = True
-        raw[band] = np.where(present, grid, float(65535))  # absent months are no-data, not NaN
-    x, mask, n_nonfinite = to_physical(raw, (n, length))
-    first = np.full(n, length, np.int64)
-    np.minimum.at(first, sid, t)
+        raise InputFormatError(f"{where}several rows for the same (sample_id, timestamp); expected one")
+    non_numeric: dict[str, int] = {}
+    values: dict[str, np.ndarray] = {}
+    nodata: dict[str, np.ndarray] = {}
+    for band, col in cols.items():
+        grid = np.zeros((n, len(times)))
+        grid[sid, t] = numeric(df[col], col, where, options.max_non_numeric, non_numeric)
+        absent_row = np.ones((n, len(times)), bool)
+        absent_row[sid, t] = False
+        values[band], nodata[band] = grid, absent_row  # absent rows are no-data, never values
+    units = resolve_units(list(values), {}, options.units, where)
+    n_nonfinite = count_nonfinite(values, nodata)
+    series = regrid(values, nodata, times, units, options.cadence, where)
+    x, mask, n_bad, unit_notes = to_physical(series, units, where=where, on_invalid=options.on_out_of_range)
+    k = series.steps_per_month
+    step = (month_index(times) - series.origin) * k
+    if k > 1:
+        step = step + np.minimum((pd.DatetimeIndex(times).day.to_numpy() - 1) // 10, 2)
+    row_step = step[t]
+    first = np.full(n, x.shape[1], np.int64)
+    np.minimum.at(first, sid, row_step)
     last = np.zeros(n, np.int64)
-    np.maximum.at(last, sid, t)
+    np.maximum.at(last, sid, row_step)
     one = df.groupby(sid, sort=True).first()
-    labelled = "ewoc_code" in one.columns
-    label = one["ewoc_code"].fillna(NO_LABEL).to_numpy(np.int64) if labelled else np.full(n, NO_LABEL)
     centre = (first + last + 1) // 2
+    has_vt = np.zeros(n, bool)
     if "valid_time" in one.columns:
         vt = pd.to_datetime(one["valid_time"], errors="coerce")
         has_vt = vt.notna().to_numpy()
-        vt_idx = np.where(has_vt, month_index(vt.fillna(pd.Timestamp("2000-01-01"))) - origin, 0)
+        vt_idx = np.where(has_vt, (month_index(vt.fillna(pd.Timestamp("2000-01-01"))) - series.origin) * k, 0)
         centre = np.where(has_vt, vt_idx, centre)
-    start = window_starts(first, last, centre, timesteps)
-    xw, mw, n_padded = cut_windows(x, mask, start, timesteps)
-    month = (origin + start[:, None] + np.arange(timesteps)[None]) % 12
+    origin = np.full(n, series.origin, np.int64)
+    start, length, rule = choose_windows(
+        options,
+        origin=origin,
+        first=first,
+        last=last,
+        centre=centre,
+        has_centre=has_vt,
+        steps_per_month=k,
+        where=where,
+        common_axis=False,
+    )
+    xw, mw, n_padded = cut_windows(x, mask, start, length)
+    month = window_months(origin, start, length, k)
     if "year" in one.columns:
         year = one["year"].fillna(0).to_numpy(np.int64)
     else:
-        year = (origin + start + timesteps - 1) // 12
+        year = (series.origin + (start + length - 1) // k) // 12
+    label, label_report, label_notes = read_labels(
+        one, column=options.label_column, label_map=options.label_map, unmapped=options.unmapped, where=where
+    )
     ref = one["ref_id"].astype(str).to_numpy() if "ref_id" in one.columns else np.full(n, Path(path).stem)
     meta = {
         "sample_id": np.asarray(ids, dtype=object),
@@ -112,15 +131,15 @@ def read_long(path: str | Path, timesteps: int) -> tuple[PixelSamples, IngestRep
         if "h3_l3_cell" in one.columns
         else np.full(n, ""),
     }
-    notes = (
-        [f"{n_padded} samples observed for fewer than {timesteps} months: padded as missing"]
-        if n_padded
-        else []
-    )
+    notes = [*series.notes, *unit_notes]
+    if n_padded:
+        notes.append(
+            f"{n_padded} samples observed for fewer than {length} steps of their window: padded as missing"
+        )
     latlon = np.stack([one["lat"].to_numpy(np.float64), one["lon"].to_numpy(np.float64)], 1)
     return finish(
         fmt="long",
-        path=str(path),
+        path=path,
         n_rows=len(df),
         x=xw,
         mask=mw,
@@ -130,5 +149,12 @@ def read_long(path: str | Path, timesteps: int) -> tuple[PixelSamples, IngestRep
         year=year,
         meta=meta,
         n_nonfinite=n_nonfinite,
-        notes=notes,
+        notes=notes + label_notes,
+        cadence=series.cadence,
+        window=window_summary(origin, start, length, k, rule),
+        variables=cols,
+        units=units,
+        n_out_of_range=n_bad,
+        non_numeric=non_numeric,
+        labels=label_report,
     )

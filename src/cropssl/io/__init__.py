@@ -1,0 +1,1 @@
+"""Everything that writes files safely (atomic outputs, clear write errors)."""

@@ -3,10 +3,10 @@
 Every output cropssl writes (shards, maps, exports, checkpoints, reports) goes through
 :func:`atomic_path` (one file) or :func:`atomic_dir` (a directory): the content is written to a
 hidden temporary sibling (``.{name}.<random>.tmp[.suffix]``) and renamed into place only when complete.
-A crash, a kill or a SIGTERM during the write leaves the previous output untouched; SIGTERM is turned into an exception
-while a write is in progress so the temporary is removed, and temporaries left by a SIGKILL are removed
-the next time the same output is written. A read-only folder or a full disk raise :class:`OutputError`
-naming the path, the space needed and what to do, instead of a bare ``OSError``.
+A crash, a kill or a SIGTERM during the write leaves the previous output untouched; SIGTERM is turned
+into an exception while a write is in progress so the temporary is removed, and temporaries left by a
+SIGKILL are removed the next time the same output is written. A read-only folder or a full disk raise
+:class:`OutputError` naming the path, the space needed and what to do, instead of a bare ``OSError``.
 """
 
 from __future__ import annotations

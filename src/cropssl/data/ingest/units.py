@@ -199,8 +199,8 @@ def check_range(
         raise InputFormatError(
             f"{where}band {band}: {int(bad.sum())} of {int(valid.sum())} values out of the physical range "
             f"[{lo:g}, {hi:g}] after conversion (stored values seen {np.nanmin(r):.6g} .. "
-            f"{np.nanmax(r):.6g}, encoding {unit!r}). {_hint(band, unit, raw, bad)}. To mask such values instead, pass "
-            "--out-of-range mask."
+            f"{np.nanmax(r):.6g}, encoding {unit!r}). {_hint(band, unit, raw, bad)}. To mask such values "
+            "instead, pass --out-of-range mask."
         )
     return bad
 

@@ -151,8 +151,12 @@ def country_from_ref_id(ref_id: str) -> str:
     return m.group(1) if m else ""
 
 
-def numeric(values: Any, column: str, where: str, max_share: float, counts: dict[str, int]) -> np.ndarray:
-    """A column as float64; entries that are not numbers become NaN and are counted per column.
+def numeric(
+    values: Any, column: str, where: str, max_share: float, counts: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A column as float64 and the mask of its entries that are not numbers (counted per column).
+
+    Non-numeric entries are no-data (not "NaN/inf" values): the report counts them under ``non_numeric``.
 
     Raises:
         InputFormatError: more than ``max_share`` of the non-empty entries are not numbers.
@@ -162,9 +166,10 @@ def numeric(values: Any, column: str, where: str, max_share: float, counts: dict
 
     s = pd.Series(values)
     if pd.api.types.is_numeric_dtype(s.dtype):
-        return s.to_numpy(np.float64, na_value=np.nan)
+        return s.to_numpy(np.float64, na_value=np.nan), np.zeros(len(s), bool)
     out = pd.to_numeric(s, errors="coerce")
-    bad = int((out.isna() & s.notna()).sum())
+    text = (out.isna() & s.notna()).to_numpy()
+    bad = int(text.sum())
     if bad:
         counts[column] = bad
         share = bad / max(int(s.notna().sum()), 1)
@@ -175,7 +180,7 @@ def numeric(values: Any, column: str, where: str, max_share: float, counts: dict
                 f"{examples}); a band column must hold numbers. Fix the column, or raise --max-non-numeric "
                 f"(now {max_share}) to mask them"
             )
-    return out.to_numpy(np.float64, na_value=np.nan)
+    return out.to_numpy(np.float64, na_value=np.nan), text
 
 
 def resolve_units(bands: list[str], declared: Mapping[str, str], overrides: Mapping[str, str], where: str):

@@ -75,10 +75,9 @@ def read_long(path: str | Path, options: IngestOptions) -> tuple[PixelSamples, I
     nodata: dict[str, np.ndarray] = {}
     for band, col in cols.items():
         grid = np.zeros((n, len(times)))
-        grid[sid, t] = numeric(df[col], col, where, options.max_non_numeric, non_numeric)
-        absent_row = np.ones((n, len(times)), bool)
-        absent_row[sid, t] = False
-        values[band], nodata[band] = grid, absent_row  # absent rows are no-data, never values
+        nd = np.ones((n, len(times)), bool)  # absent rows are no-data, never values
+        grid[sid, t], nd[sid, t] = numeric(df[col], col, where, options.max_non_numeric, non_numeric)
+        values[band], nodata[band] = grid, nd
     units = resolve_units(list(values), {}, options.units, where)
     n_nonfinite = count_nonfinite(values, nodata)
     series = regrid(values, nodata, times, units, options.cadence, where)

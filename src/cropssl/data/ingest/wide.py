@@ -102,13 +102,12 @@ def read_wide(path: str | Path, options: IngestOptions) -> tuple[PixelSamples, I
         grid = np.zeros((n, length))
         nd = np.ones((n, length), bool)  # absent ts columns are no-data
         for t, col in ts.items():
-            grid[:, t] = numeric(df[col], col, where, options.max_non_numeric, non_numeric)
-            nd[:, t] = False
+            grid[:, t], nd[:, t] = numeric(df[col], col, where, options.max_non_numeric, non_numeric)
         values[band], nodata[band] = grid, nd
     for band, col in static.items():
-        v = numeric(df[col], col, where, options.max_non_numeric, non_numeric)
+        v, text = numeric(df[col], col, where, options.max_non_numeric, non_numeric)
         values[band] = np.repeat(v[:, None], length, 1)
-        nodata[band] = np.zeros((n, length), bool)
+        nodata[band] = np.repeat(text[:, None], length, 1)
     units = resolve_units(list(values), {}, options.units, where)
     n_nonfinite = count_nonfinite(values, nodata)
     try:

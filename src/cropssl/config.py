@@ -79,8 +79,8 @@ def check_target_keys(node: Any, where: str) -> None:
                             f"unknown config key {where}.{k} for {node['_target_']}.{_suggest(k, valid)} "
                             f"Valid keys: {sorted(valid)}"
                         )
-        for k in keys:
-            if not k.startswith("_"):
+        for k in node:  # the keys as they are (a legend's keys are ints)
+            if not str(k).startswith("_"):
                 check_target_keys(node._get_node(k), f"{where}.{k}")
     elif isinstance(node, ListConfig):
         for i, item in enumerate(node):

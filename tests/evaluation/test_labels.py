@@ -104,3 +104,39 @@ def test_real_east_africa_croptype28_reports_unknown_codes() -> None:
     assert ls.report["class_counts"]["sorghum"] == names["sorghum"]
     assert ls.report["folded"] == {k: v for k, v in names.items() if v < 10}
     assert ls.report["n_used"] == len(samples) - sum(expected_unknown.values())
+
+
+def test_custom_legends_from_files_configs_and_class_mappings(tmp_path):
+    """A legend as a YAML / JSON file, as an inline Hydra mapping (int keys), and class_mappings= as a key."""
+    from hydra import compose, initialize_config_dir
+
+    from cropssl.cli.evaluate import run as evaluate_run
+    from cropssl.config import CONFIG_DIR
+
+    codes = {1101000000: "wheat", 1100000000: "crop"}
+    (tmp_path / "legend.yaml").write_text("1101000000: wheat\n1100000000: crop\n")
+    (tmp_path / "legend.json").write_text(json.dumps({str(k): v for k, v in codes.items()}))
+    assert load_legend(str(tmp_path / "legend.yaml")) == codes == load_legend(tmp_path / "legend.json")
+    assert LabelEncoder(str(tmp_path / "legend.yaml")).legend_name == "legend.yaml"
+    with pytest.raises(ValueError, match="legend file .* not found"):
+        load_legend(str(tmp_path / "nope.yaml"))
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="expected a mapping"):
+        load_legend(str(tmp_path / "list.yaml"))
+    # class_mappings= points at another file of legends
+    (tmp_path / "cm.json").write_text(json.dumps({"MINE": {"1101000000": "wheat"}}))
+    assert load_legend("MINE", tmp_path / "cm.json") == {1101000000: "wheat"}
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="evaluate",
+            overrides=["legend={1101000000: wheat, 1100000000: crop}", f"out={tmp_path / 'e'}"],
+        )
+        cfg2 = compose(
+            config_name="evaluate", overrides=[f"class_mappings={tmp_path / 'cm.json'}", "legend=MINE"]
+        )
+    assert dict(cfg.legend) == codes and cfg2.class_mappings.endswith("cm.json")
+    # the inline mapping passes the strict checks and reaches the label encoder (no data here: a clear error)
+    cfg.datasets = [str(tmp_path / "missing.parquet")]
+    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+        evaluate_run(cfg)

@@ -140,7 +140,7 @@ def test_bad_inputs(run, small_cube, tmp_path, capsys):
         ds.drop_vars("S2-L2A-B04").load().to_netcdf(no_b4, engine="h5netcdf")
     assert _predict(run, "tiny-enc + logreg", no_b4, tmp_path / "a.nc") == 2
     err = capsys.readouterr().err
-    assert "B4" in err and "S2-L2A-B04" in err
+    assert "B4" in err and "S2-L2A-B04" in err and "'S2-L2A-B03'" in err  # the variables the file has
     assert _predict(run, "tiny-enc + logreg", no_b4, tmp_path / "a.nc", "--allow-missing-bands") == 0
     # another encoder than the head's
     other = export_tiny(tmp_path / "other-enc", seed=9)
@@ -154,3 +154,72 @@ def test_bad_inputs(run, small_cube, tmp_path, capsys):
     assert "not a readable cropssl head" in capsys.readouterr().err
     assert _predict(run, "tiny-enc + logreg", FRA, tmp_path / "d.nc") == 2
     assert "not a NetCDF cube" in capsys.readouterr().err
+
+
+def _presto_named_20_months(small_cube: Path, path: Path) -> None:
+    """The crop as openEO / Presto pipelines write it: int16 + _Unsigned + _FillValue, Presto band names,
+    2-D static layers, a `time` dimension, and 20 months (2020-11 .. 2022-06)."""
+    from cropssl.schema import BAND_ALIASES
+
+    with xr.open_dataset(small_cube, engine="h5netcdf") as ds:
+        ds = ds.load()
+    extra = ds.isel(t=slice(0, 8)).assign_coords(t=pd.date_range("2021-11-01", periods=8, freq="MS"))
+    ds = xr.concat([ds, extra], dim="t", data_vars="minimal", coords="minimal", compat="override")
+    ds = ds.rename({v: b for b, names in BAND_ALIASES.items() for v in names[:1] if v in ds}).rename(t="time")
+    for static in ("elevation", "slope"):
+        ds[static] = ds[static].isel(time=0, drop=True)
+    enc = {}
+    for v in ds.data_vars:
+        if v != "crs":
+            ds[v] = ds[v].astype(np.uint16)
+            ds[v].attrs.pop("_Unsigned", None)
+            enc[v] = {"dtype": "int16", "_Unsigned": "true", "_FillValue": np.int16(-1)}
+    ds.to_netcdf(path, engine="h5netcdf", encoding=enc)
+
+
+def test_openeo_cube_with_window_maps_like_the_original(run, small_cube, tmp_path):
+    """Same reader as cropssl-shard: the renamed int16 cube, window 2020-11 .. 2021-10, gives the original map;
+    the chosen window is in the map's attributes."""
+    renamed = tmp_path / "openeo.nc"
+    _presto_named_20_months(small_cube, renamed)
+    assert _predict(run, "tiny-enc + logreg", small_cube, tmp_path / "a.nc") == 0
+    args = ("--start", "2020-11", "--end", "2021-10")
+    assert _predict(run, "tiny-enc + logreg", renamed, tmp_path / "b.nc", *args) == 0
+    with xr.open_dataset(tmp_path / "a.nc", engine="h5netcdf") as a, xr.open_dataset(tmp_path / "b.nc") as b:
+        np.testing.assert_array_equal(a["class"].values, b["class"].values)
+        assert b.attrs["window_start"] == "2020-11" and b.attrs["window_end"] == "2021-10"
+        assert "fixed window" in b.attrs["window_rule"] and a.attrs["window_start"] == "2020-11"
+    assert _predict(run, "tiny-enc + logreg", renamed, tmp_path / "c.nc") == 0  # default: the middle months
+    with xr.open_dataset(tmp_path / "c.nc", engine="h5netcdf") as c:
+        assert c.attrs["window_start"] == "2021-03" and c.attrs["window_end"] == "2022-02"
+    assert (
+        _predict(
+            run, "tiny-enc + logreg", renamed, tmp_path / "d.nc", "--start", "2021-01", "--end", "2021-06"
+        )
+        == 2
+    )
+
+
+def test_nodata_pixels_stay_nodata(run, small_cube, tmp_path, capsys):
+    """A cube whose S1 and S2 are all no-data maps to no-data, never a confident class (with a warning);
+    pixels with too few observed steps are no-data too."""
+    empty = tmp_path / "empty.nc"
+    with xr.open_dataset(small_cube, engine="h5netcdf", decode_cf=False) as ds:
+        ds = ds.load()
+    for v in ds.data_vars:
+        if v.startswith(("S1-", "S2-")):
+            ds[v].values[:] = -1  # int16 + _Unsigned: 65535, no-data
+    ds.to_netcdf(empty, engine="h5netcdf")
+    with pytest.warns(UserWarning, match="no-data in the map"):
+        assert _predict(run, "tiny-enc + logreg", empty, tmp_path / "e.nc", "--allow-missing-bands") == 0
+    with xr.open_dataset(tmp_path / "e.nc", engine="h5netcdf") as m:
+        assert (m["class"].values == -1).all() and np.isnan(m["probability"].values).all()
+        assert m.attrs["n_nodata"] == 13 * 9
+    # a pixel needs --min-valid-steps observed steps: 13 is more than the 12 of the window -> all no-data
+    with pytest.warns(UserWarning):
+        assert (
+            _predict(run, "tiny-enc + logreg", small_cube, tmp_path / "f.nc", "--min-valid-steps", "13") == 0
+        )
+    with xr.open_dataset(tmp_path / "f.nc", engine="h5netcdf") as m:
+        assert (m["class"].values == -1).all()
+    assert not list(tmp_path.glob(".*.tmp*"))

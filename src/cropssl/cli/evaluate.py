@@ -38,6 +38,7 @@ EVALUATE_KEYS = frozenset(
         "encoders",
         "datasets",
         "legend",
+        "class_mappings",
         "min_count",
         "unknown",
         "timesteps",
@@ -128,7 +129,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     bootstrap = dict(container.get("bootstrap") or {})
     legend = container["legend"]
     if isinstance(cfg.legend, (DictConfig, ListConfig)):
-        legend = dict(legend)
+        legend = {str(k): v for k, v in dict(legend).items()}
     doc = evaluate(
         encoders,
         _list(container.get("datasets")),
@@ -153,6 +154,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         title=container.get("title"),
         command=_command(),
         config=container,
+        class_mappings=container.get("class_mappings"),
     )
     best = doc["results"][0] if doc["results"] else None
     summary = {

@@ -38,7 +38,7 @@ _SHARED_MAPPINGS = (
 )
 
 UnknownPolicy = Literal["drop", "other", "error"]
-LegendLike = str | Mapping[Any, str]
+LegendLike = str | os.PathLike[str] | Mapping[Any, str]
 
 
 class UnknownCodeWarning(UserWarning):
@@ -75,19 +75,50 @@ def list_legends(path: str | os.PathLike[str] | None = None) -> list[str]:
     return list(_read_mappings(path))
 
 
+LEGEND_FILE_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _read_legend_file(p: Path) -> dict[Any, str]:
+    if not p.is_file():
+        raise ValueError(f"legend file {p} not found (a legend is a name of class_mappings.json or a file)")
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(p.read_text())
+        else:
+            import yaml
+
+            data = yaml.safe_load(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"legend file {p}: cannot read it ({exc})") from exc
+    if not isinstance(data, Mapping):
+        raise ValueError(f"legend file {p}: expected a mapping {{ewoc_code: class name}}")
+    return dict(data)
+
+
+def legend_name(legend: LegendLike) -> str:
+    """How a legend is called in reports: its name, its file name, or ``custom``."""
+    if isinstance(legend, (str, os.PathLike)):
+        p = Path(legend)
+        return p.name if p.suffix.lower() in LEGEND_FILE_SUFFIXES else str(legend)
+    return "custom"
+
+
 def load_legend(legend: LegendLike, path: str | os.PathLike[str] | None = None) -> dict[int, str]:
     """A legend as ``{ewoc_code: class name}``.
 
     Args:
         legend: A legend name of ``class_mappings.json`` (``LANDCOVER10``, ``CROPTYPE28``,
-            ``CROPTYPE24``, ...) or a user mapping ``{code: class name}`` (int or digit-string keys).
+            ``CROPTYPE24``, ...), a user mapping ``{code: class name}`` (int or digit-string keys), or the
+            path of a ``.yaml`` / ``.yml`` / ``.json`` file holding such a mapping.
         path: ``class_mappings.json`` location when ``legend`` is a name (see :func:`class_mappings_path`).
 
     Raises:
-        ValueError: if the name is not a legend of the file (the message lists the valid names) or a
-            key of a user mapping is not an integer code.
+        ValueError: if the name is not a legend of the file (the message lists the valid names), a
+            legend file is missing or not a mapping, or a key of a user mapping is not an integer code.
 
     """
+    if isinstance(legend, (str, os.PathLike)) and Path(legend).suffix.lower() in LEGEND_FILE_SUFFIXES:
+        legend = _read_legend_file(Path(legend))
     if isinstance(legend, str):
         mappings = _read_mappings(path)
         if legend not in mappings:
@@ -162,7 +193,7 @@ class LabelEncoder:
     ) -> None:
         if unknown not in ("drop", "other", "error"):
             raise ValueError(f"unknown must be 'drop', 'other' or 'error', got {unknown!r}")
-        self.legend_name = legend if isinstance(legend, str) else "custom"
+        self.legend_name = legend_name(legend)
         self.legend = load_legend(legend, path)
         self.min_count = int(min_count)
         self.unknown = unknown

@@ -156,6 +156,7 @@ def prepare_data(
     min_count: int = 10,
     unknown: str = "drop",
     split: Callable[..., Split] | None = None,
+    class_mappings: str | Path | None = None,
 ) -> PreparedData:
     """Encode labels, split, and fit the final classes on the training fold.
 
@@ -165,14 +166,18 @@ def prepare_data(
         min_count: Classes with fewer training samples fold into ``other``.
         unknown: Policy for codes the legend does not know (``drop``, ``other``, ``error``).
         split: Split builder called as ``split(samples, labels=...)`` (default stratified random).
+        class_mappings: ``class_mappings.json`` holding the legend names (default: see
+            :func:`~cropssl.evaluation.labels.class_mappings_path`).
 
     Raises:
         ValueError: unknown legend (lists the valid ones), no labelled sample, or an empty test fold.
 
     """
-    load_legend(legend)  # unknown legend -> ValueError listing the valid names, before any work
+    load_legend(
+        legend, class_mappings
+    )  # unknown legend -> ValueError listing the valid names, before any work
     notes: list[str] = []
-    prelim = LabelEncoder(legend, min_count=1, unknown=unknown).fit_transform(samples)  # type: ignore[arg-type]
+    prelim = LabelEncoder(legend, min_count=1, unknown=unknown, path=class_mappings).fit_transform(samples)  # type: ignore[arg-type]
     if not prelim.keep.any():
         raise ValueError(
             f"no sample has a class of legend {prelim.report['legend']} "
@@ -195,7 +200,9 @@ def prepare_data(
     if not (fold == "test").any():
         raise ValueError(f"the split leaves the test fold empty ({sp.info})")
     fit_on = fold != "test"
-    enc = LabelEncoder(legend, min_count=min_count, unknown=unknown).fit(kept.select(fit_on))  # type: ignore[arg-type]
+    enc = LabelEncoder(legend, min_count=min_count, unknown=unknown, path=class_mappings).fit(
+        kept.select(fit_on)
+    )  # type: ignore[arg-type]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownCodeWarning)  # already warned by the preliminary encoding
         labelled = enc.transform(kept)
@@ -495,6 +502,7 @@ def evaluate(
     command: str | None = None,
     config: Mapping[str, Any] | None = None,
     progress: bool = False,
+    class_mappings: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the protocol and write the report (see the module docstring).
 
@@ -524,6 +532,8 @@ def evaluate(
         command: Command line to record in the report.
         config: Resolved config to record in ``results.json``.
         progress: Show progress bars.
+        class_mappings: ``class_mappings.json`` holding the legend names (default: ``$CROPSSL_CLASS_MAPPINGS``
+            or the shared WorldCereal data).
 
     Returns:
         The content of ``results.json``.
@@ -564,9 +574,16 @@ def evaluate(
             warnings.simplefilter("always")
             # ---- data, labels, split
             t0 = time.perf_counter()
-            load_legend(legend)
+            load_legend(legend, class_mappings)
             samples, sources = load_data(data, timesteps)
-            prep = prepare_data(samples, legend=legend, min_count=min_count, unknown=unknown, split=split)
+            prep = prepare_data(
+                samples,
+                legend=legend,
+                min_count=min_count,
+                unknown=unknown,
+                split=split,
+                class_mappings=class_mappings,
+            )
             s, y, classes, sp = prep.samples, prep.y, prep.classes, prep.split
             k = len(classes)
             tr, va, te = prep.fold("train"), prep.fold("val"), prep.fold("test")

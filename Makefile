@@ -42,6 +42,7 @@ format: install ## Apply ruff formatting and autofixes
 
 bench: install ## Benchmarks: ingest, shard->batch throughput, encoder px/s and MACs
 	$(BIN)/python experiments/benchmarks/run.py --data $(DATA)
+	$(BIN)/python experiments/benchmarks/bench_ingest.py --data $(DATA)
 
 clean: ## Remove the work dir, runs and caches (keeps .venv)
 	rm -rf $(WORK) runs multirun outputs .pytest_cache .ruff_cache

@@ -69,7 +69,7 @@ def read_cube(path: str | Path, options: IngestOptions) -> tuple[PixelSamples, I
     notes = [*series.notes, *unit_notes]
     if n_padded:
         notes.append(f"{n_padded} pixels cover fewer than {window} steps: padded as missing")
-    if steps > window:
+    if steps > window and options.start is None and options.season_end_month is None:
         notes.append(
             f"the cube has {steps} steps; the window keeps {window} ({rule}); choose another with "
             "--start/--end or --season-end-month"

@@ -108,8 +108,9 @@ def bench(data: Path, tmp: Path) -> tuple[dict[str, str], dict]:
     report = {}
     for name, (path, opts) in cases.items():
         dt, (samples, rep) = best_time(lambda p=path, o=opts: read_input(p, options=o))
+        per = dt / len(samples) * 1e4
         rows[f"ingest {name}"] = (
-            f"{len(samples)} px, T={samples.timesteps}: {dt:.2f} s = {dt / len(samples) * 1e4:.2f} s per 10,000 px"
+            f"{len(samples)} px, T={samples.timesteps}: {dt:.2f} s = {per:.2f} s per 10,000 px"
         )
         if "openEO" in name:
             report = dataclasses.asdict(rep)

@@ -178,8 +178,8 @@ def _presto_named_20_months(small_cube: Path, path: Path) -> None:
 
 
 def test_openeo_cube_with_window_maps_like_the_original(run, small_cube, tmp_path):
-    """Same reader as cropssl-shard: the renamed int16 cube, window 2020-11 .. 2021-10, gives the original map;
-    the chosen window is in the map's attributes."""
+    """Same reader as cropssl-shard: the renamed int16 cube, window 2020-11 .. 2021-10, gives the original
+    map; the chosen window is in the map's attributes."""
     renamed = tmp_path / "openeo.nc"
     _presto_named_20_months(small_cube, renamed)
     assert _predict(run, "tiny-enc + logreg", small_cube, tmp_path / "a.nc") == 0

@@ -74,7 +74,8 @@ def test_corrupt_shard_fails_or_is_skipped_and_counted(shard_dir):
         list(PixelStream(shard_dir, batch_size=50, shuffle_buffer=0))
     stream = PixelStream(shard_dir, batch_size=50, shuffle_buffer=0, skip_corrupt=True)
     ids = _ids(stream)
-    assert len(ids) == 900 and stream.skipped_shards == [str(bad)]
+    # found by the size check against the manifest before anything is read
+    assert len(ids) == 900 and [u for u, _ in stream.preflight_skipped] == [str(bad)]
 
 
 def test_datamodule_loaders(shard_dir):
@@ -109,3 +110,50 @@ def test_mix_needs_resampled(tmp_path):
     mix = [{"shards": str(tmp_path / "a"), "weight": 1}, {"shards": str(tmp_path / "a"), "weight": 1}]
     with pytest.raises(ValueError, match="resampled"):
         PixelStream(mix)
+
+
+def _record_boundary(shard) -> int:
+    """Byte offset just after the first record of a tar shard (every file of a record is 512-aligned)."""
+    import tarfile
+
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    first_key = members[0].name.split(".")[0]
+    last = [m for m in members if m.name.split(".")[0] == first_key][-1]
+    return last.offset_data + -(-last.size // 512) * 512
+
+
+def test_shards_are_checked_before_training_missing_and_truncated_at_a_record_boundary(shard_dir):
+    """A shard cut exactly between records reads without a tar error; the manifest size check names it."""
+    from cropssl.data.shards import iter_shard
+
+    cut = shard_dir / "shard-000004.tar"
+    data = cut.read_bytes()
+    cut.write_bytes(data[: _record_boundary(cut)])
+    (shard_dir / "shard-000007.tar").unlink()
+    with pytest.raises(ShardError) as err:
+        PixelStream(shard_dir, batch_size=50, resampled=True, steps_per_epoch=5)  # fails at once, no step
+    msg = str(err.value)
+    assert "2 shard(s)" in msg and "shard-000007.tar: missing" in msg
+    assert f"shard-000004.tar: {_record_boundary(cut)} bytes on disk, manifest says {len(data)}" in msg
+    assert "skip_corrupt" in msg
+    # the record-boundary cut is invisible to the tar reader alone: only the size check catches it
+    with pytest.raises(ShardError, match="manifest says"):
+        list(iter_shard(str(cut)))
+    stream = PixelStream(shard_dir, batch_size=50, shuffle_buffer=0, skip_corrupt=True)
+    assert sorted(u.rsplit("/", 1)[1] for u, _ in stream.preflight_skipped) == [
+        "shard-000004.tar",
+        "shard-000007.tar",
+    ]
+    assert len(_ids(stream)) == 800
+
+
+def test_invalid_manifest_and_mixed_shapes_are_named(tmp_path):
+    write_shards(make_samples(20, T=12), tmp_path / "t12")
+    write_shards(make_samples(20, T=6), tmp_path / "t6")
+    mix = [{"shards": str(tmp_path / "t12"), "weight": 1}, {"shards": str(tmp_path / "t6"), "weight": 1}]
+    with pytest.raises(ShardError, match=r"t12 and .*t6 cannot be read together.*'timesteps': \(12, 6\)"):
+        PixelStream(mix, resampled=True, steps_per_epoch=2)
+    (tmp_path / "t6" / "manifest.json").write_text('{"format": "cropssl-shards", "shards": [')
+    with pytest.raises(ShardError, match="t6/manifest.json is not valid JSON.*cropssl-shard"):
+        PixelStream(str(tmp_path / "t6"))

@@ -296,6 +296,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "train_macs_per_sample": train_step_macs_per_sample(method.cpu()),
             "encoder_macs_per_sample": encoder_macs_per_sample(method.encoder),
         }
+        stream = getattr(datamodule, "train_stream", None)
+        if stream is not None and (stream.preflight_skipped or stream.skipped_shards):
+            extra["skipped_shards"] = [
+                *({"shard": u, "problem": why} for u, why in stream.preflight_skipped),
+                *({"shard": u, "problem": "unreadable"} for u in stream.skipped_shards),
+            ]
         summary = write_summary(run_dir, wall, extra)
         print(json.dumps(summary, indent=2))
     return summary

@@ -30,7 +30,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from cropssl.data.shards import ShardError, is_url, iter_shard, resolve_shards, shard_entries
+from cropssl.data.shards import (
+    ShardError,
+    check_compatible,
+    is_url,
+    iter_shard,
+    preflight,
+    resolve_shards,
+    shard_entries,
+)
 from cropssl.schema import Batch, PixelSamples
 
 log = logging.getLogger(__name__)
@@ -138,6 +146,25 @@ class PixelStream(IterableDataset):
     ) -> None:
         super().__init__()
         self.sources, self.weights = parse_mix(shards)
+        check_compatible(self.sources)
+        #: Shards found missing or truncated before reading (skipped with ``skip_corrupt``): ``(url, why)``.
+        self.preflight_skipped: list[tuple[str, str]] = []
+        bad = preflight([u for src in self.sources for u in src])
+        if bad:
+            listing = "; ".join(f"{u}: {why}" for u, why in bad[:10]) + (" ..." if len(bad) > 10 else "")
+            if not skip_corrupt:
+                raise ShardError(
+                    f"{len(bad)} shard(s) are missing or truncated (checked against manifest.json before "
+                    f"training): {listing}. Re-create them, or set data.skip_corrupt=true to train without them"
+                )
+            dropped = {u for u, _ in bad}
+            self.preflight_skipped = bad
+            kept = [[u for u in src if u not in dropped] for src in self.sources]
+            if not any(kept):
+                raise ShardError(f"every shard is missing or truncated: {listing}")
+            pairs = [(src, w) for src, w in zip(kept, self.weights) if src]
+            self.sources, self.weights = [s for s, _ in pairs], [w for _, w in pairs]
+            log.warning("skipping %d missing / truncated shard(s): %s", len(bad), listing)
         self.urls = [u for src in self.sources for u in src]
         if len(self.sources) > 1 and not resampled:
             raise ValueError(

@@ -217,6 +217,21 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def read_manifest_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a local ``manifest.json``; a broken file raises :class:`ShardError` naming it and the fix."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ShardError(
+            f"{path} is not valid JSON ({exc}); the shard directory's manifest is damaged: re-create the "
+            "shards with cropssl-shard (or restore the file)"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ShardError(f"{path} does not hold a manifest (a JSON object); re-create the shards")
+    return data
+
+
 def check_manifest(manifest: dict[str, Any], where: str) -> dict[str, Any]:
     """Check that a manifest is a cropssl shard manifest of the current schema; return it."""
     if manifest.get("format") != "cropssl-shards":
@@ -263,7 +278,7 @@ def load_manifest(shard_dir: str | os.PathLike[str]) -> dict[str, Any]:
             f"no {MANIFEST} in {shard_dir}: is this a cropssl shard directory? Create one with "
             "`cropssl-shard INPUT... --out DIR` or `cropssl-synth --out DIR`."
         )
-    return check_manifest(json.loads(path.read_text()), str(path))
+    return check_manifest(read_manifest_file(path), str(path))
 
 
 def is_url(spec: str) -> bool:
@@ -338,7 +353,7 @@ def _manifest_or_none(shard_dir: str) -> dict[str, Any] | None:
                 _REMOTE_MANIFESTS[shard_dir] = None
         return _REMOTE_MANIFESTS[shard_dir]
     path = Path(shard_dir) / MANIFEST
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_manifest_file(path) if path.exists() else None
 
 
 def shard_entries(urls: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -378,13 +393,67 @@ def check_local_shard(url: str) -> None:
     manifest_path = p.parent / MANIFEST
     if not manifest_path.exists():
         return
-    entries = {e["name"]: e for e in json.loads(manifest_path.read_text()).get("shards", [])}
+    entries = {e["name"]: e for e in read_manifest_file(manifest_path).get("shards", [])}
     entry = entries.get(p.name)
     if entry is not None and p.stat().st_size != entry["bytes"]:
         raise ShardError(
             f"shard {url} is truncated or corrupt: {p.stat().st_size} bytes on disk, manifest says "
             f"{entry['bytes']}. Re-create it, or set skip_corrupt=true to skip it with a warning."
         )
+
+
+def preflight(urls: Sequence[str]) -> list[tuple[str, str]]:
+    """Check every local shard's presence and size against its manifest before training (stat, no read).
+
+    Returns:
+        ``(shard, problem)`` for every missing or truncated shard (empty when all are fine). Remote shards
+        are checked when they are read.
+
+    """
+    bad: list[tuple[str, str]] = []
+    entries = shard_entries([u for u in urls if not is_url(u)])
+    for url in urls:
+        if is_url(url):
+            continue
+        p = Path(url)
+        if not p.exists():
+            bad.append((url, "missing"))
+            continue
+        expected = entries.get(url, {}).get("bytes")
+        size = p.stat().st_size
+        if expected is not None and size != expected:
+            bad.append((url, f"{size} bytes on disk, manifest says {expected}"))
+    return bad
+
+
+def check_compatible(sources: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """The T, bands and cadence all shard directories of a stream (or mix) share, from their manifests.
+
+    Raises:
+        ShardError: two directories differ in T, bands or cadence (naming both).
+
+    """
+    dirs = dict.fromkeys(str(Path(u).parent) for src in sources for u in src if not is_url(u))
+    seen: dict[str, Any] = {}
+    first: str | None = None
+    for d in dirs:
+        manifest = _manifest_or_none(d)
+        if not manifest:
+            continue
+        here = {
+            "timesteps": manifest.get("timesteps"),
+            "bands": manifest.get("bands"),
+            "cadence": manifest.get("cadence", "month"),
+        }
+        if first is None:
+            first, seen = d, here
+        elif here != seen:
+            diff = {k: (seen[k], here[k]) for k in here if here[k] != seen[k]}
+            raise ShardError(
+                f"shards in {first} and {d} cannot be read together: they differ in {diff} ({first} first); "
+                "re-shard them with the same --timesteps / --cadence"
+            )
+    return seen
 
 
 def iter_shard(

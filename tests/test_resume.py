@@ -147,7 +147,7 @@ io.save_checkpoint({{"global_step": 2, "w": torch.randn(60_000_000)}}, {str(path
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "first"
     t0 = time.time()
-    while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()) and time.time() - t0 < 60:
+    while not any(".tmp" in p.name for p in tmp_path.iterdir()) and time.time() - t0 < 60:
         time.sleep(0.005)
     proc.kill()
     proc.wait()
@@ -221,3 +221,29 @@ def test_from_weights_missing_source_and_lineage_cli(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         init_from_weights(_mae(d=32, depth=1, heads=4), str(tmp_path / "nope.ckpt"))
     assert lineage_main([str(tmp_path / "nope.ckpt")]) == 2
+
+
+def test_saves_keep_the_previous_checkpoint_and_a_truncated_one_is_named_on_resume(shards, tmp_path):
+    """Every save keeps the checkpoint it replaces as last-1.ckpt; resuming from a truncated last.ckpt fails
+    naming it and the intact last-1.ckpt, and start.checkpoint=last-1.ckpt resumes from that one."""
+    run = tmp_path / "run"
+    pretrain(*TINY, f"data.train={shards}", f"run_dir={run}", "trainer.max_steps=20")
+    last, prev = run / "checkpoints" / "last.ckpt", run / "checkpoints" / "last-1.ckpt"
+    assert load_checkpoint(last)["global_step"] == 20 and load_checkpoint(prev)["global_step"] == 10
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    proc = pretrain(
+        *TINY, f"data.train={shards}", f"run_dir={run}", "start=resume", "trainer.max_steps=30", check=False
+    )
+    assert proc.returncode != 0
+    assert (
+        "last.ckpt is truncated or corrupt" in proc.stderr and "start.checkpoint=last-1.ckpt" in proc.stderr
+    )
+    pretrain(
+        *TINY,
+        f"data.train={shards}",
+        f"run_dir={run}",
+        "start=resume",
+        "start.checkpoint=last-1.ckpt",
+        "trainer.max_steps=30",
+    )
+    assert load_checkpoint(last)["global_step"] == 30

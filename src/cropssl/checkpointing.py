@@ -14,11 +14,11 @@ Start modes (one config key, ``start.mode``):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,23 +32,26 @@ log = logging.getLogger(__name__)
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write checkpoints to a temporary file in the same directory, fsync, then rename.
 
-    A kill during a save leaves the previous checkpoint untouched (rename is atomic on POSIX).
+    A kill during a save leaves the previous checkpoint untouched (rename is atomic on POSIX), and the
+    checkpoint a save replaces is kept as ``<name>-1.ckpt`` (``last-1.ckpt``), so a checkpoint damaged
+    after it was written (a copy cut short, a disk error) still leaves one to resume from.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        """Save ``checkpoint`` to ``path`` atomically."""
+        """Save ``checkpoint`` to ``path`` atomically, keeping the one it replaces as ``<stem>-1``."""
+        from cropssl.io.atomic import atomic_path
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            if path.exists():
+                previous = previous_checkpoint(path)
+                with contextlib.suppress(OSError):
+                    previous.unlink(missing_ok=True)
+                    os.link(path, previous)  # the old checkpoint stays whole until the rename
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -60,12 +63,55 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a cropssl/Lightning checkpoint safely (``weights_only=True``), naming a missing file."""
+def previous_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """Where the checkpoint a save replaces is kept: ``last.ckpt`` -> ``last-1.ckpt``."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}-1{p.suffix}")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is truncated or corrupt; the message names it and what to resume from instead."""
+
+
+def check_checkpoint_file(path: str | os.PathLike[str]) -> None:
+    """Cheap integrity check of a torch checkpoint (its zip directory, without loading the tensors).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CheckpointError: it is truncated or not a torch checkpoint, naming the intact previous checkpoint
+            (``last-1.ckpt``) when there is one.
+
+    """
+    import zipfile
+
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"checkpoint {p} does not exist")
-    return torch.load(p, map_location="cpu", weights_only=True)
+    try:
+        with zipfile.ZipFile(p) as z:
+            z.getinfo(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    except (zipfile.BadZipFile, StopIteration, KeyError, OSError) as exc:
+        prev = previous_checkpoint(p)
+        hint = "re-create it, or start a new run (start=fresh)"
+        if prev.exists() and prev != p:
+            try:
+                with zipfile.ZipFile(prev):
+                    pass
+                hint = f"the previous checkpoint {prev} is intact: resume from it with start.checkpoint={prev.name}"  # noqa: E501
+            except zipfile.BadZipFile:
+                pass
+        raise CheckpointError(
+            f"checkpoint {p} is truncated or corrupt ({type(exc).__name__}: {exc}); {hint}"
+        ) from exc
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a cropssl/Lightning checkpoint safely (``weights_only=True``), naming a missing or broken file."""
+    check_checkpoint_file(path)
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc}); it may be corrupt") from exc
 
 
 def source_kind(source: str) -> str:

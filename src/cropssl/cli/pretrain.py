@@ -88,17 +88,21 @@ def resolve_start(cfg: DictConfig, run_dir: Path) -> str | None:
 
     Raises:
         FileNotFoundError: a resume was requested but the run has no ``checkpoints/last.ckpt``.
+        CheckpointError: the checkpoint is truncated or corrupt (naming ``last-1.ckpt`` if intact).
         ValueError: an unknown mode, or ``from_weights`` without a source.
 
     """
     mode = cfg.start.mode
     if mode == "resume":
-        ckpt = run_dir / "checkpoints" / "last.ckpt"
+        from cropssl.checkpointing import check_checkpoint_file
+
+        ckpt = run_dir / "checkpoints" / str(cfg.start.get("checkpoint") or "last.ckpt")
         if not ckpt.exists():
             raise FileNotFoundError(
                 f"start=resume but {ckpt} does not exist. Pass the run to resume with run_dir=<runs/...>, or "
                 "use start=fresh to begin a new run."
             )
+        check_checkpoint_file(ckpt)  # truncated / corrupt: named, with the previous checkpoint to use
         return str(ckpt)
     if mode == "from_weights" and not cfg.start.get("source"):
         raise ValueError("start=from_weights needs start.source=<checkpoint | export dir | presto>")

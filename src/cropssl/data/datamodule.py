@@ -155,7 +155,8 @@ class PixelStream(IterableDataset):
             if not skip_corrupt:
                 raise ShardError(
                     f"{len(bad)} shard(s) are missing or truncated (checked against manifest.json before "
-                    f"training): {listing}. Re-create them, or set data.skip_corrupt=true to train without them"
+                    f"training): {listing}. Re-create them, or set data.skip_corrupt=true to train without "
+                    "them"
                 )
             dropped = {u for u, _ in bad}
             self.preflight_skipped = bad

@@ -112,7 +112,28 @@ def test_resume_without_checkpoint_fails_loudly(tmp_path, real_shards):
 
 def test_config_typo_on_command_line_fails_naming_the_key(tmp_path):
     proc = pretrain("trainer.max_step=5", f"run_dir={tmp_path / 'r'}", check=False)
-    assert proc.returncode != 0 and "max_step" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "unknown config key 'trainer.max_step'. Did you mean 'max_steps'" in proc.stderr
+    )
+    assert "+trainer.max_step" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_user_errors_print_one_line_and_leave_no_run_dir(tmp_path):
+    """A failed start (here: missing shards) says what is wrong in one line, without Hydra's 'Error executing
+    job' and a traceback, and removes the run directory it had created; HYDRA_FULL_ERROR=1 shows the trace."""
+    env_cwd = tmp_path / "cwd"
+    env_cwd.mkdir()
+    cmd = [sys.executable, "-m", "cropssl.cli.pretrain", *TINY, f"data.train={tmp_path / 'none'}"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=env_cwd, env=env, timeout=300)
+    assert proc.returncode == 2
+    assert "cropssl-pretrain: error: shard(s) not found" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Error executing job" not in proc.stderr
+    assert not any((env_cwd / "runs").glob("*")), list((env_cwd / "runs").glob("*"))
+    env["HYDRA_FULL_ERROR"] = "1"
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=env_cwd, env=env, timeout=300)
+    assert "Traceback" in proc.stderr
 
 
 def _compose(*overrides: str):

@@ -49,7 +49,8 @@ class ConfigKeyError(KeyError):
         return str(self.args[0])
 
 
-def _suggest(key: str, valid: Iterable[str]) -> str:
+def suggest(key: str, valid: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest valid names (empty when none is close)."""
     close = difflib.get_close_matches(key, list(valid), n=3)
     return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
@@ -76,7 +77,7 @@ def check_target_keys(node: Any, where: str) -> None:
                 for k in keys:
                     if k not in META_KEYS and k not in params:
                         raise ConfigKeyError(
-                            f"unknown config key {where}.{k} for {node['_target_']}.{_suggest(k, valid)} "
+                            f"unknown config key {where}.{k} for {node['_target_']}.{suggest(k, valid)} "
                             f"Valid keys: {sorted(valid)}"
                         )
         for k in node:  # the keys as they are (a legend's keys are ints)
@@ -96,7 +97,7 @@ def check_config(cfg: DictConfig, allowed: frozenset[str] = PRETRAIN_KEYS) -> No
     """
     for k in cfg:
         if k not in allowed and k != "hydra":
-            raise ConfigKeyError(f"unknown top-level config key {k!r}.{_suggest(str(k), allowed)}")
+            raise ConfigKeyError(f"unknown top-level config key {k!r}.{suggest(str(k), allowed)}")
     for k in cfg:
         check_target_keys(cfg._get_node(k), str(k))
     OmegaConf.set_struct(cfg, True)

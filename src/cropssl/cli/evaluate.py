@@ -64,12 +64,12 @@ EFFICIENCY_KEYS = frozenset({"timesteps", "batch_size", "repeats"})
 
 
 def _check_keys(node: Any, allowed: frozenset[str], where: str) -> None:
-    from cropssl.config import _suggest
+    from cropssl.config import suggest
 
     for k in node or {}:
         if k not in allowed:
             raise ConfigKeyError(
-                f"unknown config key {where}.{k}.{_suggest(str(k), allowed)} Valid keys: {sorted(allowed)}"
+                f"unknown config key {where}.{k}.{suggest(str(k), allowed)} Valid keys: {sorted(allowed)}"
             )
 
 

@@ -465,15 +465,94 @@ def rank_argv(argv: list[str]) -> list[str]:
     return [*argv, *extra]
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's input (config, data, files): one line, no traceback."""
+    from cropssl.checkpointing import CheckpointError
+    from cropssl.config import ConfigKeyError
+    from cropssl.data.shards import ShardError
+    from cropssl.io.atomic import OutputError
+
+    return (ConfigKeyError, CheckpointError, ShardError, OutputError, FileNotFoundError, ValueError, KeyError)
+
+
+def _fail(exc: BaseException, run_dir: Path | None) -> None:
+    """Print the one-line error; remove the run directory this start created if nothing was trained."""
+    import shutil
+
+    created = {Path(d).resolve() for d in _CHOSEN_RUN_DIRS.values()}
+    trained = run_dir is not None and any((run_dir / f).exists() for f in ("checkpoints", "metrics.csv"))
+    if run_dir is not None and run_dir.resolve() in created and not trained:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    print(f"cropssl-pretrain: error: {exc}", file=sys.stderr)
+    print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
+    sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="pretrain")
 def pretrain_app(cfg: DictConfig) -> float | None:
-    """The Hydra task: pre-train, then return the objective value (what an Optuna sweep optimises)."""
+    """The Hydra task: pre-train, then return the objective value (what an Optuna sweep optimises).
+
+    User errors (a config typo, missing shards, a damaged checkpoint, an unwritable output) print one line
+    and exit with status 2; a failed start leaves no run directory behind.
+    """
     from hydra.core.hydra_config import HydraConfig
 
-    check_objective(cfg)
-    with ddp_job_env(cfg, Path(HydraConfig.get().runtime.output_dir)):
-        summary = run(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        check_objective(cfg)
+        with ddp_job_env(cfg, run_dir):
+            summary = run(cfg)
+    except user_errors() as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        _fail(exc, run_dir)
     return objective_value(cfg, summary)
+
+
+def precheck_overrides(argv: list[str]) -> None:
+    """Compose the config of a single run before Hydra does, to name a mistyped key with a suggestion.
+
+    Hydra's own message for ``trainer.max_step=5`` suggests appending ``+trainer.max_step``; this says
+    ``Did you mean 'max_steps'?`` instead and exits with status 2. Multiruns and sweep syntax are left
+    to Hydra.
+    """
+    import re
+
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    from cropssl.config import suggest
+
+    if any(a in ("-m", "--multirun") or a.startswith(("--config", "-c")) for a in argv[1:]):
+        return
+    args = [a for a in argv[1:] if "=" in a and not a.startswith(("-", "hydra"))]
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            compose("pretrain", overrides=args)
+    except MissingConfigException as exc:
+        print(f"cropssl-pretrain: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        options = re.search(r"Available options in '[^']*':(.*?)(?:Config search path|$)", str(exc), re.S)
+        if options:
+            print("valid options: " + " ".join(options.group(1).split()), file=sys.stderr)
+        sys.exit(2)
+    except ConfigCompositionException as exc:
+        text = f"{exc} {exc.__cause__ or ''}"
+        m = re.search(r"full_key: (\S+)", text) or re.search(r"override '([^']+)'", text)
+        if not m:
+            print(f"cropssl-pretrain: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+            sys.exit(2)
+        key = m.group(1)
+        parent, _, leaf = key.rpartition(".")
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            base = compose("pretrain", overrides=[a for a in args if not a.startswith(key + "=")])
+        node = OmegaConf.select(base, parent) if parent else base
+        valid = [str(k) for k in node] if isinstance(node, DictConfig) else []
+        print(
+            f"cropssl-pretrain: error: unknown config key {key!r}.{suggest(leaf, valid)} "
+            f"Valid keys of {parent or 'the config'}: {sorted(valid)}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
 
 
 def main(cfg: DictConfig | None = None) -> float | None:
@@ -486,6 +565,8 @@ def main(cfg: DictConfig | None = None) -> float | None:
     if cfg is not None:
         return pretrain_app(cfg)
     sys.argv = rank_argv(list(sys.argv))
+    if "LOCAL_RANK" not in os.environ and os.environ.get("HYDRA_FULL_ERROR") != "1":
+        precheck_overrides(sys.argv)
     pretrain_app()
     return None
 

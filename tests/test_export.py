@@ -356,3 +356,37 @@ def test_embed_rejects_bands_and_timesteps_mismatch(exported, export_shards, tmp
     assert "expects bands" in err and "'NDVI']" in err and "slope'" in err
     assert embed_main(["--encoder", str(exported), str(export_shards), "--out", str(tmp_path / "e.csv")]) == 2
     assert not (tmp_path / "e.npy").exists()
+
+
+def test_truncated_weights_are_named_with_the_fix(exported, tmp_path, capsys):
+    broken = tmp_path / "cut"
+    shutil.copytree(exported, broken)
+    w = broken / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"model\.safetensors is truncated or corrupt.*cropssl-export"):
+        load_encoder(broken)
+    path = REAL_FILES["wide"]
+    require_shared(path)
+    assert embed_main(["--encoder", str(broken), str(path), "--out", str(tmp_path / "e.npy"), "--quiet"]) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err and not (tmp_path / "e.npy").exists()
+
+
+def test_embed_gives_nan_for_samples_without_observations(exported, tmp_path, capsys):
+    """A sample with no S1/S2 value gets NaN and valid=false, not an embedding of its meteo/DEM alone."""
+    from cropssl.schema import BAND_INDEX, S2_BANDS
+
+    s = make_samples(30, seed=5)
+    sensors = [BAND_INDEX[b] for b in ("VV", "VH", *S2_BANDS, "NDVI")]
+    s.mask[:5][..., sensors] = True
+    s.x[:5][..., sensors] = 0
+    s.mask[5:8][:, 1:][..., sensors] = True  # one observed month only
+    write_shards(s, tmp_path / "sh")
+    out = tmp_path / "e.parquet"
+    assert embed_main(["--encoder", str(exported), str(tmp_path / "sh"), "--out", str(out), "--quiet"]) == 0
+    assert "5 sample(s)" in capsys.readouterr().err
+    df = pd.read_parquet(out)
+    assert (~df["valid"]).sum() == 5 and df.loc[~df["valid"], "emb_0"].isna().all()
+    assert df.loc[df["valid"], "emb_0"].notna().all()
+    args = ["--encoder", str(exported), str(tmp_path / "sh"), "--out", str(out), "--quiet"]
+    assert embed_main([*args, "--min-valid-steps", "2"]) == 0
+    assert (~pd.read_parquet(out)["valid"]).sum() == 8

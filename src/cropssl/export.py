@@ -157,6 +157,22 @@ def read_export_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     return config
 
 
+def read_safetensors(path: Path, config: Mapping[str, Any] | None, device: str = "cpu") -> dict[str, Tensor]:
+    """Read a ``.safetensors`` file of an export directory; a damaged one is named with the fix.
+
+    Raises:
+        ValueError: the file is truncated or not a safetensors file (names it and how to re-export).
+
+    """
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError) as exc:
+        hint = _reexport_hint(config).replace("DIR", str(path.parent))
+        raise ValueError(f"{path} is truncated or corrupt ({exc}); {hint}") from exc
+
+
 def load_encoder(
     path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
 ) -> PixelTimeSeriesEncoder:
@@ -173,7 +189,8 @@ def load_encoder(
 
     Raises:
         FileNotFoundError: The directory, ``config.json`` or ``model.safetensors`` is missing.
-        ValueError: The weights do not match the architecture in ``config.json``.
+        ValueError: The weights are truncated / corrupt or do not match the architecture in
+            ``config.json``.
 
     """
     d = Path(path)
@@ -186,7 +203,7 @@ def load_encoder(
         )
     enc_cfg = dict(config.get("encoder_config") or config["encoder"])
     encoder = PixelTimeSeriesEncoder(**enc_cfg)
-    state = load_file(str(weights), device=str(map_location))
+    state = read_safetensors(weights, config, device=str(map_location))
     try:
         encoder.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -221,7 +238,7 @@ def load_continue_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor
             f"export directory {d} has no continue bundle ({CONTINUE_FILE}); re-export without "
             f"--no-continue-bundle: {_reexport_hint(config).replace('DIR', str(d))}"
         )
-    return load_file(str(bundle)), dict(config["continue"])
+    return read_safetensors(bundle, config), dict(config["continue"])
 
 
 # ----------------------------------------------------------------------------------------------------------

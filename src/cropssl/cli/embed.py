@@ -17,7 +17,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -29,7 +28,6 @@ import numpy as np
 from cropssl.schema import BANDS, Batch, PixelSamples
 
 OUT_SUFFIXES = (".parquet", ".npy")
-_CUBE_ID = re.compile(r"_(\d+)_(\d+)$")
 
 
 class EmbedError(ValueError):
@@ -103,6 +101,7 @@ def embed_inputs(
     batch_size: int = 1024,
     timesteps: int | None = None,
     progress: bool = True,
+    min_valid_steps: int = 1,
 ) -> dict[str, Any]:
     """Embed every sample of ``inputs`` with the exported encoder in ``encoder_dir`` and write ``out``.
 
@@ -114,9 +113,12 @@ def embed_inputs(
         timesteps: Months per sample window for parquet / NetCDF inputs (default 12, or the encoder's
             max_T if smaller); shard directories keep their own T and must match it if given.
         progress: Show a tqdm progress bar (stderr).
+        min_valid_steps: Fewest timesteps with Sentinel-1/2 data a sample needs; others get NaN embeddings
+            and ``valid = false`` (no-data stays no-data).
 
     Returns:
-        A summary: ``n``, ``dim``, ``out``, ``ids`` (sidecar path or None), ``seconds``, ``px_per_s``.
+        A summary: ``n``, ``n_nodata``, ``dim``, ``out``, ``ids`` (sidecar path or None), ``seconds``,
+        ``px_per_s``.
 
     Raises:
         EmbedError: The encoder's bands / T do not fit the data, or the output suffix is unsupported.
@@ -129,6 +131,7 @@ def embed_inputs(
     from tqdm import tqdm
 
     from cropssl.export import load_encoder
+    from cropssl.io.atomic import atomic_path
 
     out = Path(out)
     if out.suffix.lower() not in OUT_SUFFIXES:
@@ -155,18 +158,22 @@ def embed_inputs(
 
     embs: list[np.ndarray] = []
     cols: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("sample_id", "source", "lat", "lon", "label", "year", "row", "col")
+        k: [] for k in ("sample_id", "source", "lat", "lon", "label", "year", "valid", "row", "col")
     }
     any_cube = any(kind == "cube" for _, kind, _, _, _ in opened)
     start = time.perf_counter()
     bar = tqdm(total=total or None, unit="px", disable=not progress, desc="embedding", file=sys.stderr)
     with torch.inference_mode():
-        for path, kind, _t, _n, parts in opened:
+        for path, _kind, _t, _n, parts in opened:
             offset = 0
             for chunk in _rebatch(parts, batch_size):
-                batch = Batch.from_samples(chunk)
-                embs.append(encoder(batch).float().numpy())
                 n = len(chunk)
+                ok = chunk.observed_steps() >= min_valid_steps
+                emb_chunk = np.full((n, encoder.embed_dim), np.nan, np.float32)
+                if ok.any():
+                    emb_chunk[ok] = encoder(Batch.from_samples(chunk.select(ok))).float().numpy()
+                embs.append(emb_chunk)
+                cols["valid"].append(ok)
                 ids = np.asarray(chunk.meta["sample_id"], dtype=object).astype(str)
                 empty = ids == ""
                 if empty.any():
@@ -177,14 +184,9 @@ def embed_inputs(
                 cols["lon"].append(chunk.latlon[:, 1].astype(np.float64))
                 cols["label"].append(chunk.label.astype(np.int64))
                 cols["year"].append(chunk.year.astype(np.int64))
-                rc = np.full((n, 2), -1, dtype=np.int64)
-                if kind == "cube":
-                    for i, s in enumerate(ids):
-                        m = _CUBE_ID.search(s)
-                        if m:
-                            rc[i] = int(m.group(1)), int(m.group(2))
-                cols["row"].append(rc[:, 0])
-                cols["col"].append(rc[:, 1])
+                for key in ("row", "col"):  # a cube pixel's place in the grid (-1 elsewhere)
+                    v = np.asarray(chunk.meta.get(key, np.full(n, "")), dtype=object)
+                    cols[key].append(np.array([int(x) if str(x) != "" else -1 for x in v], dtype=np.int64))
                 offset += n
                 bar.update(n)
     bar.close()
@@ -196,17 +198,27 @@ def embed_inputs(
         for k, v in cols.items()
         if any_cube or k not in ("row", "col")
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
     ids_file: Path | None = None
     if out.suffix.lower() == ".npy":
-        np.save(out, emb.astype(np.float32))
         ids_file = ids_path(out)
-        pq.write_table(pa.table(table_cols), ids_file)
+        with atomic_path(out) as tmp, atomic_path(ids_file) as tmp_ids:
+            with open(tmp, "wb") as f:
+                np.save(f, emb.astype(np.float32))
+            pq.write_table(pa.table(table_cols), tmp_ids)
     else:
         table_cols.update({f"emb_{j}": emb[:, j].astype(np.float32) for j in range(dim)})
-        pq.write_table(pa.table(table_cols), out)
+        with atomic_path(out) as tmp:
+            pq.write_table(pa.table(table_cols), tmp)
+    n_nodata = int((~np.concatenate(cols["valid"])).sum()) if cols["valid"] else 0
+    if n_nodata:
+        print(
+            f"note: {n_nodata} sample(s) with fewer than {min_valid_steps} timestep(s) of Sentinel-1/2 data "
+            "got NaN embeddings (column valid = false)",
+            file=sys.stderr,
+        )
     return {
         "n": len(emb),
+        "n_nodata": n_nodata,
         "dim": dim,
         "out": str(out),
         "ids": None if ids_file is None else str(ids_file),
@@ -230,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="months per sample for parquet / NetCDF inputs (default 12 or the encoder's max_T if smaller)",
     )
+    p.add_argument(
+        "--min-valid-steps",
+        type=int,
+        default=1,
+        help="fewest timesteps with Sentinel-1/2 data a sample needs (else NaN embedding, valid=false)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -239,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from cropssl.data.ingest import InputFormatError
     from cropssl.data.shards import ShardError
+    from cropssl.io.atomic import OutputError
 
     try:
         summary = embed_inputs(
@@ -248,8 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             timesteps=args.timesteps,
             progress=not args.quiet,
+            min_valid_steps=args.min_valid_steps,
         )
-    except (EmbedError, InputFormatError, ShardError, FileNotFoundError, ValueError) as exc:
+    except (EmbedError, InputFormatError, ShardError, FileNotFoundError, ValueError, OutputError) as exc:
         print(f"cropssl-embed: error: {exc}", file=sys.stderr)
         return 2
     extra = f" (ids in {summary['ids']})" if summary["ids"] else ""

@@ -450,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cropssl-predict``; returns the exit code (2 on input errors)."""
     args = build_parser().parse_args(argv)
     from cropssl.data.ingest import InputFormatError
+    from cropssl.io.atomic import OutputError
 
     if args.threads:
         import torch
@@ -469,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             window=(args.start, args.end) if args.start or args.end else None,
             season_end_month=args.season_end_month,
         )
-    except (PredictError, InputFormatError, FileNotFoundError, ValueError) as exc:
+    except (PredictError, InputFormatError, FileNotFoundError, ValueError, OutputError) as exc:
         print(f"cropssl-predict: error: {exc}", file=sys.stderr)
         return 2
     print(

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from cropssl.data.build import shard_files
 from cropssl.data.ingest import IngestOptions, InputFormatError
 from cropssl.data.ingest.units import parse_units
+from cropssl.io.atomic import OutputError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             labelled_only=args.labelled_only,
             overwrite=args.overwrite,
         )
-    except (InputFormatError, FileExistsError, FileNotFoundError) as exc:
+    except (InputFormatError, FileExistsError, FileNotFoundError, OutputError) as exc:
         print(f"cropssl-shard: error: {exc}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - start

@@ -27,6 +27,9 @@ TMP_SUFFIX = ".tmp"
 class OutputError(OSError):
     """An output could not be written (read-only folder, full disk, ...); the message says what to do."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 class Terminated(BaseException):
     """SIGTERM arrived while an atomic write was in progress (raised so the temporary is cleaned)."""

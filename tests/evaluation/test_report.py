@@ -189,6 +189,27 @@ def test_labels_are_decided_on_train(tmp_path):
     assert "no_crop" in prep.label_report["unseen"] or "no_crop" in prep.label_report["folded"]
 
 
+def test_one_class_folds_are_refused():
+    """A test (or train) fold of one class would score macro F1 1.000 (CI 1.000-1.000): refused."""
+    s = make_samples(300, seed=2)
+    wheat = s.label == 1101010001
+    s.meta["country"] = np.where(wheat & (np.arange(300) % 2 == 0), "AAA", "BBB").astype(object)
+    legend = {1101010001: "wheat", 1103000000: "maize", 1201000010: "grass"}
+    split = functools.partial(group_split, key="country", test_groups=["AAA"], val_size=0.0)
+    with pytest.raises(
+        ValueError, match=r"1 class\(es\) in the test fold \(\['wheat'\]\).*at least 2 classes"
+    ):
+        prepare_data(s, legend=legend, min_count=1, split=split)
+    # train: wheat only; test: 5 wheat + the rest
+    country = np.where(wheat, "BBB", "AAA").astype(object)
+    country[np.flatnonzero(wheat)[:5]] = "AAA"
+    s.meta["country"] = country
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"1 class\(es\) in the train fold"):
+            prepare_data(s, legend=legend, min_count=1, split=split)
+
+
 def test_bad_inputs(tiny_export, tmp_path):
     require_shared(EA)
     with pytest.raises(ValueError, match=r"unknown legend 'CROPTYPE99'.*LANDCOVER10"):

@@ -230,10 +230,16 @@ def prepare_data(
             f"{sorted(set(names[fold == 'test']))}, train classes {sorted(train_names)}); "
             "choose another split or legend"
         )
-    if len(enc.classes_ or []) < 2:
-        msg = f"only {len(enc.classes_ or [])} class(es) in the train fold: {enc.classes_}"
-        notes.append(msg)
-        warnings.warn(msg, EvaluationWarning, stacklevel=2)
+    test_classes = sorted({int(c) for c in y[(fold == "test") & (y >= 0)]})
+    if len(enc.classes_ or []) < 2 or len(test_classes) < 2:
+        which = "train" if len(enc.classes_ or []) < 2 else "test"
+        classes = list(enc.classes_ or [])
+        present = classes if which == "train" else [classes[i] for i in test_classes]
+        raise ValueError(
+            f"the split leaves {len(present)} class(es) in the {which} fold ({present}): any classifier "
+            "scores a macro F1 of 1.0 on one class, which says nothing. Choose a split whose train and test "
+            "folds each hold at least 2 classes (another split.test_groups / seed), or another legend"
+        )
     if report["unknown_codes"]:
         notes.append(
             f"{sum(report['unknown_codes'].values())} samples have ewoc codes unknown to legend "

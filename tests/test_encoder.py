@@ -310,6 +310,29 @@ def test_macs_of_the_default_encoder() -> None:
             enc(batch)
         with flop_counter() as full:
             enc(batch)
-    n_tokens, d, depth = len(enc.token_layout(T)), enc.embed_dim, 2
+    # the batch has no Dynamic World: its T tokens are left out of the sequence (Presto's 98 of 110)
+    n_tokens, d, depth = len(enc.token_layout(T)) - T, enc.embed_dim, 2
+    assert n_tokens == 98
     attention = (full.get_total_flops() - plain.get_total_flops()) / 2
     assert attention == depth * 2 * n_tokens**2 * d
+
+
+def test_dropping_missing_tokens_leaves_the_embedding_unchanged():
+    """forward() leaves missing tokens (and absent Dynamic World) out of the sequence; the embeddings equal
+    attending over every token with the key-padding mask (today's formulation), per sample."""
+    from cropssl.encoder import PixelTimeSeriesEncoder
+    from tests.conftest import make_samples
+
+    torch.manual_seed(0)
+    enc = PixelTimeSeriesEncoder().eval()
+    s = make_samples(40, seed=9)
+    s.mask[:5, :, 0:2] = True  # no S1
+    s.mask[5:8, 4:] = True  # nothing after month 4
+    s.x[s.mask] = 0
+    batch = Batch.from_samples(s)
+    with torch.inference_mode():
+        tok, pad = enc.embed_tokens(batch)
+        full = enc.pool(enc.encode(tok, pad), pad)
+        got = enc(batch)
+    assert int((~pad).sum(1).max()) < pad.shape[1]  # the compacted sequence is shorter
+    torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)

@@ -48,6 +48,8 @@ __all__ = [
     "Mlp",
     "PixelTimeSeriesEncoder",
     "cartesian",
+    "compact_tokens",
+    "gather_tokens",
     "month_encoding_table",
     "sinusoid_encoding_table",
 ]
@@ -194,6 +196,45 @@ class Block(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 # the encoder
 # ----------------------------------------------------------------------------------------------------------
+def static_graph() -> bool:
+    """True while tracing, scripting, exporting to ONNX or compiling: shapes must not depend on data."""
+    return bool(
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.onnx.is_in_onnx_export()
+        or torch.compiler.is_compiling()
+    )
+
+
+def compact_tokens(drop: Tensor) -> tuple[Tensor, Tensor]:
+    """Indices that gather the kept tokens of every sample to the front, cut to the longest kept run.
+
+    Attention with a key-padding mask gives every kept token the same output whether the dropped tokens
+    are in the sequence or not, so encoding ``tokens.gather(index)`` with ``pad`` gives exactly the kept
+    tokens' outputs of the full sequence at a fraction of the cost (MAE: only the visible tokens; real
+    data: no missing tokens).
+
+    Args:
+        drop: ``[B, N]`` bool, True for tokens to leave out.
+
+    Returns:
+        ``index [B, n]`` (long, positions into ``N``; kept ones first, in their original order) and
+        ``pad [B, n]`` (True where a sample has fewer than ``n`` kept tokens: filler to ignore), with
+        ``n`` the largest number of kept tokens of any sample (at least 1).
+
+    """
+    keep = ~drop
+    order = torch.sort(drop.to(torch.uint8), dim=1, stable=True).indices
+    n = max(int(keep.sum(dim=1).max().item()), 1) if keep.numel() else 1
+    index = order[:, :n]
+    return index, drop.gather(1, index)
+
+
+def gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:
+    """``tokens [B, N, d]`` at ``index [B, n]`` -> ``[B, n, d]``."""
+    return tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
 def _group_slice(idx: Sequence[int]) -> slice | list[int]:
     """Return a slice for a contiguous band group (cheap view), else the index list."""
     idx = list(idx)
@@ -473,7 +514,7 @@ class PixelTimeSeriesEncoder(nn.Module):
 
         """
         attn_mask = None
-        if pad_mask is not None:
+        if pad_mask is not None and (static_graph() or bool(pad_mask.any())):
             keep = ~pad_mask
             # never leave a row with no key at all (SDPA would return NaN); such samples are fully padded
             keep = keep | ~keep.any(dim=1, keepdim=True)
@@ -546,6 +587,11 @@ class PixelTimeSeriesEncoder(nn.Module):
 
         """
         tok, pad = self.embed_tokens(batch, mask, month, latlon, dynamic_world)
+        if not static_graph() and bool(pad.any()):
+            # leave the missing tokens out (the kept ones' outputs are the same): real data and views with
+            # dropped timesteps / sensors / Dynamic World cost only what they hold
+            index, pad = compact_tokens(pad)
+            tok = gather_tokens(tok, index)
         return self.pool(self.encode(tok, pad), pad)
 
     def forward_tensors(

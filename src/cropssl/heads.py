@@ -77,20 +77,26 @@ class MaskedDecoder(nn.Module):
 
     def forward(
         self,
-        tokens: Tensor,
+        encoded: Tensor,
+        index: Tensor,
+        filler: Tensor,
         pad: Tensor,
-        hide: Tensor,
         type_ids: Tensor,
         times: Tensor,
         month: Tensor,
         grid_index: Tensor,
     ) -> Tensor:
-        """Reconstruct the hidden dynamic tokens.
+        """Reconstruct the hidden dynamic tokens from the encoded visible ones.
+
+        Every position of the full layout that is not a visible token gets the mask token; the decoder then
+        attends over the tokens present in the data only (missing ones are left out, see
+        :func:`~cropssl.encoder.compact_tokens`), as the all-token decoder with a key-padding mask would.
 
         Args:
-            tokens: Encoder output ``[B, N, enc_dim]``.
+            encoded: Encoder output of the visible tokens ``[B, n, enc_dim]``.
+            index: ``[B, n]`` their positions in the full layout of ``N`` tokens.
+            filler: ``[B, n]`` True where an entry of ``index`` is filler (not a visible token).
             pad: ``[B, N]`` True where the token is missing in the data.
-            hide: ``[B, N]`` True where the masking strategy hid the token.
             type_ids: ``[N]`` token type of each position.
             times: ``[N]`` timestep of each position (-1 for static tokens).
             month: ``[B, T]`` month of each timestep.
@@ -100,19 +106,25 @@ class MaskedDecoder(nn.Module):
             Predicted normalised values ``[B, T, 17]`` (bands outside the dynamic groups are 0).
 
         """
-        B, N, _ = tokens.shape
+        from cropssl.encoder import compact_tokens, gather_tokens
+
+        B, N = pad.shape
         T = month.shape[1]
-        x = self.proj(tokens)
-        x = torch.where(hide[..., None], self.mask_token.to(x.dtype), x)
+        mask_token = self.mask_token.to(encoded.dtype)
+        vis = torch.where(filler[..., None], mask_token, self.proj(encoded))
+        x = mask_token.expand(B, N, -1).scatter(1, index[..., None].expand(-1, -1, vis.shape[-1]), vis)
         t_idx = times.clamp(min=-1) + 1  # static -> 0
         tok_month = torch.where(
             times[None, :] >= 0, month.gather(1, times.clamp(min=0)[None, :].expand(B, N)), 12
         )
         x = x + self.type_embed(type_ids)[None] + self.time_embed[t_idx][None] + self.month_embed(tok_month)
-        attn_mask = attn_mask_from_padding(pad)
+        keep, keep_pad = compact_tokens(pad)
+        h = gather_tokens(x, keep)
+        attn_mask = attn_mask_from_padding(keep_pad) if bool(keep_pad.any()) else None
         for blk in self.blocks:
-            x = blk(x, attn_mask=attn_mask)
-        x = self.norm(x)
+            h = blk(h, attn_mask=attn_mask)
+        h = self.norm(h)
+        x = torch.zeros_like(x).scatter(1, keep[..., None].expand(-1, -1, h.shape[-1]), h)
         G = len(self.groups)
         grid = x[:, grid_index].reshape(B, T, G, -1)
         out = x.new_zeros(B, T, NUM_BANDS)

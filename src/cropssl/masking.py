@@ -86,6 +86,12 @@ class MaskGenerator:
             index per sample ``[B]`` (into ``self.strategies``).
 
         """
+        n = self.num_masked(T, G)
+        if not 0 < n < T * G:
+            raise ValueError(
+                f"mask ratio {self.ratio} hides {n} of the {T * G} dynamic tokens at T={T} ({G} groups): "
+                "it must leave at least one visible and hide at least one; choose another ratio or T"
+            )
         choice = torch.randint(0, len(self.strategies), (B,), generator=generator)
         structured = torch.zeros(B, T, G, dtype=torch.bool)
         for i, name in enumerate(self.strategies):

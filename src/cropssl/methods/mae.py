@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cropssl.encoder import compact_tokens, gather_tokens
 from cropssl.heads import MaskedDecoder
 from cropssl.losses.mim import MaskedMSELoss
 from cropssl.masking import STRATEGIES, MaskGenerator
@@ -37,9 +38,9 @@ class MAE(SSLMethod):
         encoder: nn.Module,
         mask_ratio: float = 0.75,
         strategies: Sequence[str] = STRATEGIES,
-        decoder_dim: int = 128,
+        decoder_dim: int = 64,
         decoder_depth: int = 2,
-        decoder_heads: int = 8,
+        decoder_heads: int = 4,
         optimizer: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
     ) -> None:
@@ -71,22 +72,49 @@ class MAE(SSLMethod):
             self._layout_cache[T] = (type_ids, times, grid)
         return tuple(v.to(device) for v in self._layout_cache[T])  # type: ignore[return-value]
 
-    def shared_step(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        """Mask, encode the visible tokens, decode, MSE on hidden values that exist in the data."""
-        B, T = batch.x.shape[:2]
-        G = len(self.groups)
+    def hidden_tokens(self, B: int, T: int, device: torch.device) -> Tensor:
+        """``[B, N]`` True for the dynamic tokens the masking strategy hides (exactly the masker's count)."""
+        _, _, grid = self._layout(T, device)
+        mim, _ = self.masker(B, T, len(self.groups), generator=self.rng)
+        hide = torch.zeros(B, self.encoder.num_tokens(T), dtype=torch.bool, device=device)
+        hide[:, grid] = mim.reshape(B, -1).to(device)
+        return hide
+
+    def reconstruct(self, batch: Batch, hide: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Encode only the visible tokens that exist in the data, decode the hidden ones.
+
+        The encoder sees ``tokens[~(pad | hide)]`` (gathered per sample, cut to the longest visible run,
+        fillers under the key-padding mask): the MAE paper's and Presto's "encode what you see", with the
+        same outputs as attending over all tokens with ``pad | hide`` as key-padding mask.
+
+        Returns:
+            ``pred [B, T, 17]``, ``pad [B, N]`` (missing tokens), and ``empty [B]`` (samples with no visible
+            token present: nothing to reconstruct from).
+
+        """
+        T = batch.x.shape[1]
         type_ids, times, grid = self._layout(T, batch.x.device)
         tokens, pad = self.encoder.embed_tokens(batch)
-        mim, _ = self.masker(B, T, G, generator=self.rng)
-        hide = torch.zeros_like(pad)
-        hide[:, grid] = mim.reshape(B, T * G).to(pad.device)
-        encoded = self.encoder.encode(tokens, pad | hide)
-        pred = self.decoder(encoded, pad, hide & ~pad, type_ids, times, batch.month, grid)
-        target_tokens = (hide & ~pad)[:, grid].reshape(B, T, G)
+        index, filler = compact_tokens(pad | hide)
+        encoded = self.encoder.encode(gather_tokens(tokens, index), filler)
+        pred = self.decoder(encoded, index, filler, pad, type_ids, times, batch.month, grid)
+        return pred, pad, filler.all(dim=1)
+
+    def shared_step(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Mask, encode the visible tokens, decode, MSE on hidden values that exist in the data.
+
+        Samples with no visible token present are left out of the loss (counted in ``skipped_samples``).
+        """
+        B, T = batch.x.shape[:2]
+        G = len(self.groups)
+        _, _, grid = self._layout(T, batch.x.device)
+        hide = self.hidden_tokens(B, T, batch.x.device)
+        pred, pad, empty = self.reconstruct(batch, hide)
+        target_tokens = (hide & ~pad)[:, grid].reshape(B, T, G) & ~empty[:, None, None]
         value_mask = torch.zeros_like(batch.mask)
         for g, name in enumerate(self.groups):
             idx = list(BAND_GROUPS[name])
             value_mask[..., idx] = target_tokens[:, :, g : g + 1].expand(B, T, len(idx))
         value_mask &= ~batch.mask
         loss = self.loss_fn(pred, batch.x, value_mask)
-        return loss, {"masked_fraction": target_tokens.float().mean()}
+        return loss, {"masked_fraction": target_tokens.float().mean(), "skipped_samples": empty.sum().float()}

@@ -69,7 +69,7 @@ def test_visible_token_mae_equals_the_all_token_formulation(with_dw):
         batch = batch.replace(dynamic_world=dw)
     hide = mae.hidden_tokens(len(batch), 12, batch.x.device)
     with torch.no_grad():
-        pred, pad, empty = mae.reconstruct(batch, hide)
+        pred, _, empty = mae.reconstruct(batch, hide)
         ref = _all_token_reference(mae, batch, hide)
     t = _targets(mae, batch, hide)
     assert t.sum() > 100 and not empty.any()

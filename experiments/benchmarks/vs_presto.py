@@ -41,8 +41,8 @@ def official_presto() -> object | None:
 
 
 def presto_mim_mask(batch_size: int, T: int, ratio: float, seed: int) -> torch.Tensor:
-    """Presto's value mask ``[B, T, 17]``: ``round(ratio * T * 8)`` dynamic (timestep, group) tokens hidden per
-    sample (the same count in every sample, as Presto's ``mask_tokens`` requires)."""
+    """Presto's value mask ``[B, T, 17]``: ``round(ratio * T * 8)`` dynamic (timestep, group) tokens hidden
+    per sample (the same count in every sample, as Presto's ``mask_tokens`` requires)."""
     from cropssl.schema import BAND_GROUPS, DYNAMIC_GROUPS
 
     g = torch.Generator().manual_seed(seed)
@@ -159,8 +159,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(
-        f"batch {args.batch_size}, T={args.timesteps}, {args.threads} threads, {args.rounds} interleaved rounds "
-        f"of {args.steps} steps, mask ratio 0.75, dense inputs, no Dynamic World"
+        f"batch {args.batch_size}, T={args.timesteps}, {args.threads} threads, {args.rounds} interleaved "
+        f"rounds of {args.steps} steps, mask ratio 0.75, dense inputs, no Dynamic World"
     )
     rows = bench_train(args.batch_size, args.timesteps, args.rounds, args.steps, not args.no_methods)
     width = max(len(k) for k in rows)

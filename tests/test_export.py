@@ -22,7 +22,8 @@ from cropssl.cli.embed import ids_path
 from cropssl.cli.embed import main as embed_main
 from cropssl.cli.export import main as export_main
 from cropssl.data.ingest import read_input
-from cropssl.data.shards import read_shards, write_shards
+from cropssl.data.shard_writer import write_shards
+from cropssl.data.shards import read_shards
 from cropssl.encoder import PixelTimeSeriesEncoder
 from cropssl.export import (
     CONTINUE_FILE,

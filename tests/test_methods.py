@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from cropssl.config import CONFIG_DIR
 from cropssl.data.datamodule import PixelDataModule
-from cropssl.data.shards import write_shards
+from cropssl.data.shard_writer import write_shards
 from cropssl.methods.teacher import EMATeacher
 from tests.conftest import make_samples
 from tests.test_pretrain import METHOD_TINY, pretrain, tiny

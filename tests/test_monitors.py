@@ -13,7 +13,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from cropssl.callbacks.monitors import EmbeddingHealth, ProbeMonitor, embedding_std, knn_predict, rankme
 from cropssl.data.datamodule import PixelDataModule
-from cropssl.data.shards import write_shards
+from cropssl.data.shard_writer import write_shards
 from cropssl.encoder import PixelTimeSeriesEncoder
 from cropssl.methods.simclr import SimCLR
 from cropssl.views import Compose, GaussianNoise, MultiplicativeJitter, ViewGenerator

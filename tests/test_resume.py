@@ -16,7 +16,7 @@ import torch
 
 from cropssl.checkpointing import AtomicCheckpointIO, init_from_weights, load_checkpoint
 from cropssl.cli.lineage import main as lineage_main
-from cropssl.data.shards import write_shards
+from cropssl.data.shard_writer import write_shards
 from cropssl.encoder import PixelTimeSeriesEncoder
 from cropssl.methods.mae import MAE
 from cropssl.schema import Batch

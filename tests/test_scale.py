@@ -39,7 +39,8 @@ from cropssl.cli.pretrain import (
 from cropssl.config import CONFIG_DIR, check_config
 from cropssl.data.datamodule import PixelDataModule, PixelStream, make_loader, round_robin
 from cropssl.data.remote import RemoteNotFoundError, RemoteReadError, fetch_bytes
-from cropssl.data.shards import ShardError, resolve_shards, write_shards
+from cropssl.data.shard_writer import write_shards
+from cropssl.data.shards import ShardError, resolve_shards
 from tests.conftest import make_samples
 from tests.test_methods import build
 from tests.test_pretrain import TINY

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from cropssl.data.datamodule import PixelStream
-from cropssl.data.shards import iter_samples, resolve_shards, write_shards
+from cropssl.data.shard_writer import write_shards
+from cropssl.data.shards import iter_samples, resolve_shards
 from cropssl.encoder import PixelTimeSeriesEncoder
 from cropssl.schema import Batch
 

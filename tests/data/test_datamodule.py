@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from cropssl.data.datamodule import PixelDataModule, PixelStream, make_loader
-from cropssl.data.shards import ShardError, write_shards
+from cropssl.data.shard_writer import write_shards
+from cropssl.data.shards import ShardError
 from tests.conftest import make_samples
 
 

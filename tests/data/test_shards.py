@@ -4,6 +4,7 @@ import tarfile
 import numpy as np
 import pytest
 
+from cropssl.data.shard_writer import write_shards
 from cropssl.data.shards import (
     MANIFEST,
     ShardError,
@@ -11,7 +12,6 @@ from cropssl.data.shards import (
     load_manifest,
     read_shards,
     resolve_shards,
-    write_shards,
 )
 from cropssl.schema import BANDS
 from tests.conftest import make_samples
@@ -116,3 +116,13 @@ def test_manifest_rejects_other_schema(tmp_path):
     (tmp_path / "sh" / MANIFEST).write_text(json.dumps(m))
     with pytest.raises(ValueError, match="re-shard"):
         load_manifest(tmp_path / "sh")
+
+
+def test_shard_layout_gives_every_reader_eight_shards():
+    from cropssl.data.shard_writer import shard_layout
+
+    for n, readers in [(11_000, 4), (1_000_000, 8), (500, 4), (3, 2)]:
+        spr, rps = shard_layout(n, 256, 16, readers)
+        shards = -(-n // (spr * rps))
+        assert shards >= min(8 * readers, n) and spr <= 256 and rps <= 16
+    assert shard_layout(10_000_000, 256, 16, 4) == (256, 16)  # big corpora: full-size shards

@@ -65,8 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.01,
         help="largest share of non-numeric entries masked in a band column before the file is refused",
     )
-    p.add_argument("--samples-per-record", type=int, default=256, help="pixels packed per record")
-    p.add_argument("--records-per-shard", type=int, default=16, help="records per .tar shard")
+    p.add_argument("--samples-per-record", type=int, default=256, help="largest record (pixels)")
+    p.add_argument("--records-per-shard", type=int, default=16, help="largest .tar shard (records)")
+    p.add_argument(
+        "--readers",
+        type=int,
+        default=4,
+        help="ranks x dataloader workers that will read the shards: at least 8 shards each (default 4)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the write-time shuffle across inputs")
+    p.add_argument(
+        "--bucket-samples",
+        type=int,
+        default=100_000,
+        help="samples shuffled in memory at a time (memory bound of the write-time shuffle)",
+    )
     p.add_argument("--labelled-only", action="store_true", help="keep only samples with a label")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     return p
@@ -102,6 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             options=options_from_args(args),
             samples_per_record=args.samples_per_record,
             records_per_shard=args.records_per_shard,
+            readers=args.readers,
+            seed=args.seed,
+            bucket_samples=args.bucket_samples,
             labelled_only=args.labelled_only,
             overwrite=args.overwrite,
         )

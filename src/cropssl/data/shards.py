@@ -27,9 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from cropssl import __version__
-from cropssl.io.atomic import atomic_dir
-from cropssl.schema import BANDS, META_KEYS, NUM_BANDS, SCHEMA_VERSION, UNITS, PixelSamples
+from cropssl.schema import BANDS, SCHEMA_VERSION, PixelSamples
 
 MANIFEST = "manifest.json"
 SHARD_PATTERN = "shard-{:06d}.tar"
@@ -109,104 +107,6 @@ def decode_record(record: dict[str, Any]) -> PixelSamples:
         )
     except (ValueError, KeyError) as exc:
         raise ShardError(f"shard {url} holds an inconsistent record: {exc}") from exc
-
-
-def band_statistics(samples: PixelSamples) -> dict[str, dict[str, float]]:
-    """Per-band count, missing fraction, mean, std, min and max over present values (physical units)."""
-    x = samples.x.reshape(-1, NUM_BANDS).astype(np.float64)
-    m = samples.mask.reshape(-1, NUM_BANDS)
-    stats: dict[str, dict[str, float]] = {}
-    for i, band in enumerate(BANDS):
-        v = x[~m[:, i], i]
-        stats[band] = {
-            "count": int(v.size),
-            "missing_fraction": float(m[:, i].mean()) if m.shape[0] else 0.0,
-            "mean": float(v.mean()) if v.size else float("nan"),
-            "std": float(v.std()) if v.size else float("nan"),
-            "min": float(v.min()) if v.size else float("nan"),
-            "max": float(v.max()) if v.size else float("nan"),
-        }
-    return stats
-
-
-def write_shards(
-    samples: PixelSamples,
-    out_dir: str | os.PathLike[str],
-    *,
-    samples_per_record: int = 256,
-    records_per_shard: int = 64,
-    sources: Sequence[str] = (),
-    extra: dict[str, Any] | None = None,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Write samples to webdataset shards plus ``manifest.json``, atomically and deterministically.
-
-    Args:
-        samples: The samples to write, in the order they will be stored.
-        out_dir: Target directory; must not exist unless ``overwrite``.
-        samples_per_record: Pixels packed into one webdataset record.
-        records_per_shard: Records per ``.tar`` shard.
-        sources: Names of the input files / generator the samples came from (for the manifest).
-        extra: Extra JSON-serialisable fields stored in the manifest (e.g. ingest reports).
-        overwrite: Replace an existing directory.
-
-    Returns:
-        The manifest dict that was written.
-
-    """
-    out = Path(out_dir)
-    if samples_per_record < 1 or records_per_shard < 1:
-        raise ValueError("samples_per_record and records_per_shard must be >= 1")
-    n = len(samples)
-    needed = int(samples.x.nbytes * 1.2 + samples.mask.nbytes + 4096)
-    with atomic_dir(out, overwrite=overwrite, needed_bytes=needed) as tmp:
-        per_shard = samples_per_record * records_per_shard
-        shard_entries = []
-        for s, start in enumerate(range(0, n, per_shard)):
-            name = SHARD_PATTERN.format(s)
-            chunk = samples.select(slice(start, min(start + per_shard, n)))
-            with tarfile.open(tmp / name, "w", format=tarfile.USTAR_FORMAT) as tar:
-                n_rec = 0
-                for r, rstart in enumerate(range(0, len(chunk), samples_per_record)):
-                    rec = chunk.select(slice(rstart, rstart + samples_per_record))
-                    key = f"{s:06d}_{r:06d}"
-                    for fname, data in encode_record(rec).items():
-                        _add(tar, f"{key}.{fname}", data)
-                    n_rec += 1
-            shard_entries.append(
-                {
-                    "name": name,
-                    "num_samples": len(chunk),
-                    "num_records": n_rec,
-                    "bytes": (tmp / name).stat().st_size,
-                    "sha256": _sha256(tmp / name),
-                }
-            )
-            (tmp / name).chmod(0o644)
-        labels, counts = np.unique(samples.label[samples.label >= 0], return_counts=True)
-        manifest: dict[str, Any] = {
-            "format": "cropssl-shards",
-            "schema_version": SCHEMA_VERSION,
-            "cropssl_version": __version__,
-            "bands": list(BANDS),
-            "units": UNITS,
-            "timesteps": samples.timesteps,
-            "num_samples": n,
-            "num_labelled": int(counts.sum()),
-            "samples_per_record": samples_per_record,
-            "meta_keys": sorted(set(META_KEYS) | set(samples.meta)),
-            "has_dynamic_world": samples.dynamic_world is not None,
-            "shards": shard_entries,
-            "band_stats": band_statistics(samples),
-            "label_counts": {str(int(k)): int(c) for k, c in zip(labels, counts, strict=True)},
-            "sources": list(sources),
-        }
-        if extra:
-            manifest.update(extra)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        (tmp / MANIFEST).chmod(0o644)
-        tmp.chmod(0o755)
-    return manifest
 
 
 def _sha256(path: Path) -> str:

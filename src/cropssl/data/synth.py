@@ -716,7 +716,7 @@ def synth_to_shards(
         The manifest written (its ``synth`` entry records the generator parameters).
 
     """
-    from cropssl.data.shards import write_shards
+    from cropssl.data.shard_writer import write_shards
 
     regions, years = _check_args(n_pixels, timesteps, regions, years)
     if os.path.exists(out) and not overwrite:

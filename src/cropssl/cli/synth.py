@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated harvest years (default {','.join(map(str, DEFAULT_YEARS))})",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> identical shards)")
+    p.add_argument(
+        "--variety",
+        type=float,
+        default=None,
+        help="within-class variety: 0 = the clean physical model; default: calibrated to the real files",
+    )
     p.add_argument("--samples-per-record", type=int, default=256, help="pixels packed per record")
     p.add_argument("--records-per-shard", type=int, default=16, help="records per .tar shard")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
@@ -73,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             regions=regions,
             years=years,
             seed=args.seed,
+            **({} if args.variety is None else {"variety": args.variety}),
             samples_per_record=args.samples_per_record,
             records_per_shard=args.records_per_shard,
             overwrite=args.overwrite,

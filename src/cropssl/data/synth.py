@@ -329,6 +329,11 @@ YEAR_ANOMALIES: dict[int, YearAnomaly] = {
     2023: YearAnomaly(shift_days=6, amp_factor=0.95, temp_offset=1.0, precip_factor=1.1),
 }
 DEFAULT_YEARS: tuple[int, ...] = (2019, 2020, 2021, 2022)
+#: Calibrated within-class variety (``experiments/synth/calibrate.py``): Fisher ratios (between-class over
+#: within-class variance) of per-pixel VV / VH mean 0.25-0.30 and NDVI max / mean 0.6-0.8, against
+#: 0.20-0.36 and 0.26-0.68 in the real French and East-African files; the clean model (variety 0) gives
+#: 4-14, i.e. classes 10-40x easier to tell apart than real ones.
+DEFAULT_VARIETY = 2.0
 
 
 def class_names() -> dict[int, str]:
@@ -459,10 +464,46 @@ def _weather(tab: _Tables, timesteps: int, seed: int) -> _Weather:
     )
 
 
+def _green(
+    tab: _Tables,
+    r: np.ndarray,
+    c: np.ndarray,
+    t: np.ndarray,
+    an: np.ndarray,
+    rng: np.random.Generator,
+    v: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """NDVI curve ``[n, T]`` of class ``c`` in region ``r`` (before pixel noise) and the sowing shift."""
+    f32 = np.float32
+    n, T = t.shape
+    comps = tab.comps[r, c].astype(f32)  # [n, K, 5]
+    shift = tab.shift[r].astype(f32) + an[:, 0] + _normal(rng, 7.0 + 18.0 * v, n)  # per-pixel sowing shift
+    sos = comps[..., 0] + shift[:, None] + _normal(rng, 4.0 + 8.0 * v, comps.shape[:2])
+    eos = comps[..., 1] + shift[:, None] + _normal(rng, 6.0 + 8.0 * v, comps.shape[:2])
+    amp_f = np.clip(an[:, 1], 0.3, 1.3) ** tab.drought[c].astype(f32)
+    amp = comps[..., 4] * (amp_f * np.clip(1 + _normal(rng, 0.08 + 0.17 * v, n), 0.4, 1.6))[:, None]
+    green = None
+    # windows longer than 12 months also see the previous season(s) of the same class
+    for season in range((max(T, 12) - 1) // 12 + 1):
+        tt = t[:, None, :] + f32(season * 365.25)  # [n, 1, T]
+        g = amp[..., None] * (
+            _sigmoid((tt - sos[..., None]) / comps[..., 2:3])
+            - _sigmoid((tt - eos[..., None]) / comps[..., 3:4])
+        )  # [n, K, T]
+        green = g if green is None else np.maximum(green, g)
+    dip = tab.dip[r, c].astype(f32)
+    dip_z = (t - (dip[:, 0:1] + shift[:, None])) / dip[:, 1:2]
+    curve = green.max(1)  # type: ignore[union-attr]
+    curve += (tab.base[r, c].astype(f32) + _normal(rng, 0.025 + 0.05 * v, n))[:, None]
+    curve -= dip[:, 2:3] * np.exp(f32(-0.5) * dip_z * dip_z)
+    return curve, shift
+
+
 def _generate_chunk(
-    tab: _Tables, weather: _Weather, n: int, timesteps: int, rng: np.random.Generator
+    tab: _Tables, weather: _Weather, n: int, timesteps: int, rng: np.random.Generator, variety: float = 1.0
 ) -> dict[str, np.ndarray]:
     """Generate ``n`` pixels; returns raw arrays (no meta strings)."""
+    v = float(variety)
     T = timesteps
     f32 = np.float32
     R, Y = len(tab.regions), len(tab.years)
@@ -482,28 +523,14 @@ def _generate_chunk(
     month = np.mod(rel, 12).astype(np.int8)
     t = (rel * _DAYS_PER_MONTH + 0.5 * _DAYS_PER_MONTH).astype(f32)  # mid-month day
 
-    # --- phenology -> NDVI curve ---
-    comps = tab.comps[r, c].astype(f32)  # [n, K, 5]
-    shift = tab.shift[r].astype(f32) + an[:, 0] + _normal(rng, 7.0, n)  # per-pixel sowing shift
-    sos = comps[..., 0] + shift[:, None] + _normal(rng, 4.0, comps.shape[:2])
-    eos = comps[..., 1] + shift[:, None] + _normal(rng, 6.0, comps.shape[:2])
-    amp_f = np.clip(an[:, 1], 0.3, 1.3) ** tab.drought[c].astype(f32)
-    amp = comps[..., 4] * (amp_f * np.clip(1 + _normal(rng, 0.08, n), 0.7, 1.25))[:, None]
-    green = None
-    # windows longer than 12 months also see the previous season(s) of the same class
-    for season in range((max(T, 12) - 1) // 12 + 1):
-        tt = t[:, None, :] + f32(season * 365.25)  # [n, 1, T]
-        g = amp[..., None] * (
-            _sigmoid((tt - sos[..., None]) / comps[..., 2:3])
-            - _sigmoid((tt - eos[..., None]) / comps[..., 3:4])
-        )  # [n, K, T]
-        green = g if green is None else np.maximum(green, g)
-    dip = tab.dip[r, c].astype(f32)
-    dip_z = (t - (dip[:, 0:1] + shift[:, None])) / dip[:, 1:2]
-    curve = green.max(1)
-    curve += (tab.base[r, c].astype(f32) + _normal(rng, 0.025, n))[:, None]
-    curve -= dip[:, 2:3] * np.exp(f32(-0.5) * dip_z * dip_z)
-    curve += _normal(rng, 0.02, (n, T))
+    # --- phenology -> NDVI curve; mixed pixels (field edges, intercropping, weeds) blend a second class ---
+    curve, _ = _green(tab, r, c, t, an, rng, v)
+    c2 = np.minimum((rng.random(n)[:, None] >= tab.class_cum[r]).sum(1), len(CLASSES) - 1)
+    curve2, _ = _green(tab, r, c2, t, an, rng, v)
+    mixed = rng.random(n) < 0.7 * min(v, 1.0)
+    m = np.where(mixed, rng.uniform(0.0, min(0.5 + 0.15 * v, 0.9), n), 0.0).astype(f32)[:, None]
+    curve = (1 - m) * curve + m * curve2
+    curve += _normal(rng, 0.02 + 0.03 * v, (n, T))
     curve = np.clip(curve, -0.5, 0.93)
 
     # --- terrain and weather ---
@@ -525,7 +552,7 @@ def _generate_chunk(
 
     # --- optical: linear mixing of background and vegetation, cover set by the NDVI curve ---
     bg_kind = tab.background[c]
-    soil = tab.soil[r] * rng.uniform(0.75, 1.25, n)[:, None]
+    soil = tab.soil[r] * rng.uniform(0.75 - 0.15 * v, 1.25 + 0.15 * v, n)[:, None]
     urban_mix = rng.random(n)[:, None]
     bg = np.where((bg_kind == 1)[:, None], urban_mix * _URBAN + (1 - urban_mix) * soil, soil)  # [n, 10]
     bg = np.where((bg_kind == 2)[:, None], _WATER * rng.uniform(0.8, 1.2, n)[:, None], bg).astype(f32)
@@ -548,9 +575,9 @@ def _generate_chunk(
     ndvi = (b8 - b4) / (b8 + b4)
 
     # --- radar ---
-    s1 = tab.s1[c].astype(f32)  # [n, 5]
-    speckle = np.where(is_water, f32(2.0), f32(0.8))[:, None]
-    common = weather.s1[r, yi] + _normal(rng, 1.0, (n, 1))  # acquisition + per-field offset
+    s1 = ((1 - m) * tab.s1[c] + m * tab.s1[c2]).astype(f32)  # [n, 5]
+    speckle = np.where(is_water, f32(2.0), f32(0.8 + 0.7 * v))[:, None]
+    common = weather.s1[r, yi] + _normal(rng, 1.0 + 1.5 * v, (n, 1))  # acquisition + per-field offset
     vv = s1[:, 0:1] + s1[:, 1:2] * fc + s1[:, 4:5] * wet + common + speckle * _normal(rng, 1.0, (n, T))
     vh = s1[:, 2:3] + s1[:, 3:4] * fc + f32(0.6) * s1[:, 4:5] * wet + common
     vh += speckle * _normal(rng, 1.0, (n, T))
@@ -613,6 +640,7 @@ def generate(
     regions: Sequence[str] | None = None,
     years: Sequence[int] | None = None,
     seed: int = 0,
+    variety: float = DEFAULT_VARIETY,
 ) -> PixelSamples:
     """Generate synthetic labelled pixel time series in physical units.
 
@@ -622,6 +650,10 @@ def generate(
         regions: Region codes (keys of :data:`REGIONS`); all by default. Pixels are spread evenly.
         years: Harvest years (see :data:`YEAR_ANOMALIES`); :data:`DEFAULT_YEARS` by default.
         seed: Random seed; the same seed and arguments give identical arrays.
+        variety: Within-class variety (0 = the clean physical model; the default is calibrated so that the
+            classes overlap as much as the real WorldCereal files' do, see :data:`DEFAULT_VARIETY`): wider
+            sowing dates, amplitudes, soil brightness and radar field offsets, and mixed pixels (a share of
+            a second class of the region blended into the curves and the radar response).
 
     Returns:
         The samples; every pixel is labelled with the ``ewoc_code`` of its class.
@@ -644,7 +676,7 @@ def generate(
     for k, start in enumerate(range(0, n, CHUNK)):
         stop = min(start + CHUNK, n)
         rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, k, 0])
-        out = _generate_chunk(tab, weather, stop - start, timesteps, rng)
+        out = _generate_chunk(tab, weather, stop - start, timesteps, rng, variety)
         x[start:stop] = out["x"]
         mask[start:stop] = out["mask"]
         month[start:stop] = out["month"]
@@ -695,6 +727,7 @@ def synth_to_shards(
     regions: Sequence[str] | None = None,
     years: Sequence[int] | None = None,
     seed: int = 0,
+    variety: float = DEFAULT_VARIETY,
     samples_per_record: int = 256,
     records_per_shard: int = 16,
     overwrite: bool = False,
@@ -708,6 +741,7 @@ def synth_to_shards(
         regions: Region codes; all by default.
         years: Harvest years; :data:`DEFAULT_YEARS` by default.
         seed: Random seed (same seed -> byte-identical shards).
+        variety: Within-class variety (see :func:`generate`).
         samples_per_record: Pixels per webdataset record.
         records_per_shard: Records per shard.
         overwrite: Replace an existing directory.
@@ -721,13 +755,16 @@ def synth_to_shards(
     regions, years = _check_args(n_pixels, timesteps, regions, years)
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    samples = generate(n_pixels, timesteps=timesteps, regions=regions, years=years, seed=seed)
+    samples = generate(
+        n_pixels, timesteps=timesteps, regions=regions, years=years, seed=seed, variety=variety
+    )
     params = {
         "n_pixels": int(n_pixels),
         "timesteps": int(timesteps),
         "regions": regions,
         "years": years,
         "seed": int(seed),
+        "variety": float(variety),
         "classes": {str(c.ewoc_code): c.name for c in CLASSES},
     }
     return write_shards(

@@ -262,3 +262,41 @@ def test_from_weights_continue_bundle_restores_heads_and_teacher_and_other_metho
     init_from_weights(dino, str(ckpt))
     for k, v in dino.encoder.state_dict().items():
         torch.testing.assert_close(dino.teacher["encoder"].state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_anchor_penalty_is_l2sp_and_layer_decay_groups(tmp_path):
+    """L2-SP: anchor * sum ||theta - theta_0||^2 over the encoder (by hand), 0 at the start, survives a
+    save / load; layer_decay gives the encoder's lower blocks smaller learning rates."""
+    from cropssl.encoder import PixelTimeSeriesEncoder
+    from cropssl.methods.simclr import SimCLR
+    from cropssl.views import ViewGenerator
+
+    enc = PixelTimeSeriesEncoder(d=32, depth=2, heads=4)
+    m = SimCLR(enc, views=ViewGenerator(), proj_hidden=32, proj_dim=16, anchor=0.5,
+               optimizer={"lr": 1e-3, "layer_decay": 0.5}, schedule={"total_steps": 10})  # fmt: skip
+    m.set_anchor()
+    assert m.has_anchor and float(m.anchor_penalty()) == 0.0
+    start = {n: p.detach().clone() for n, p in enc.named_parameters()}
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.add_(0.1)
+    expected = sum(((p - start[n]) ** 2).sum() for n, p in enc.named_parameters())
+    torch.testing.assert_close(m.anchor_penalty(), expected)
+    # the anchor is in the state dict: a fresh method loading it gets the same penalty
+    sd = m.state_dict()
+    m2 = SimCLR(PixelTimeSeriesEncoder(d=32, depth=2, heads=4), views=ViewGenerator(), proj_hidden=32,
+                proj_dim=16, anchor=0.5)  # fmt: skip
+    m2.on_load_checkpoint({"state_dict": sd})
+    m2.load_state_dict(sd)
+    torch.testing.assert_close(m2.anchor_penalty(), expected)
+    # layer-wise lr decay: blocks.0 gets lr * 0.5^2, blocks.1 lr * 0.5, the projector lr
+    opt = m.configure_optimizers()["optimizer"]
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert lr_of[id(enc.blocks[0].attn.qkv.weight)] == pytest.approx(1e-3 * 0.25)
+    assert lr_of[id(enc.blocks[1].attn.qkv.weight)] == pytest.approx(1e-3 * 0.5)
+    assert lr_of[id(next(m.projector.parameters()))] == pytest.approx(1e-3)
+
+
+def test_anchor_without_starting_weights_is_refused(tmp_path):
+    proc = pretrain("method=mae", "method.anchor=0.1", f"run_dir={tmp_path / 'r'}", check=False)
+    assert proc.returncode == 2 and "needs start=from_weights" in proc.stderr

@@ -16,8 +16,6 @@ from cropssl.evaluation.finetune import (
     _batches,
     class_weights,
     finetune,
-    layer_id,
-    param_groups,
     predict_proba,
     scratch_encoder,
     stratified_holdout,
@@ -27,6 +25,7 @@ from cropssl.evaluation.labels import encode_labels
 from cropssl.evaluation.metrics import classification_metrics
 from cropssl.evaluation.probes import fit_predict
 from cropssl.evaluation.splits import random_split
+from cropssl.schedules import layer_id, param_groups
 from cropssl.schema import Batch
 from tests.conftest import make_samples
 from tests.evaluation._evalhelpers import TINY_CONFIG, tiny_encoder

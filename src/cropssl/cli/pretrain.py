@@ -272,6 +272,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         init_report = init_from_weights(
             method, str(cfg.start.source), strict=cfg.start.strict, reset_teacher=cfg.start.reset_teacher
         )
+        if method.anchor_weight > 0:
+            method.set_anchor()  # L2-SP towards the weights the run starts from
+    elif method.anchor_weight > 0 and ckpt_path is None:
+        raise ValueError(
+            f"method.anchor={method.anchor_weight} pulls the encoder towards its starting weights: it needs "
+            "start=from_weights (a fresh run has no weights worth keeping)"
+        )
     lineage = lineage_record(cfg, run_dir, init_report)
     if ckpt_path is not None:  # resume: keep the lineage the run started with
         from cropssl.checkpointing import load_checkpoint

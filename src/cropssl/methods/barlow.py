@@ -25,6 +25,7 @@ class BarlowTwins(SSLMethod):
         gather_distributed: Compute the correlation over the global batch.
         optimizer: Optimiser settings, see :class:`SSLMethod`.
         schedule: Learning-rate schedule settings, see :class:`SSLMethod`.
+        anchor: L2-SP weight towards the starting weights, see :class:`SSLMethod`.
 
     """
 
@@ -41,8 +42,9 @@ class BarlowTwins(SSLMethod):
         gather_distributed: bool = True,
         optimizer: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
+        anchor: float = 0.0,
     ) -> None:
-        super().__init__(encoder, optimizer=optimizer, schedule=schedule, views=views)
+        super().__init__(encoder, optimizer=optimizer, schedule=schedule, views=views, anchor=anchor)
         self.projector = ProjectionHead(encoder.embed_dim, proj_hidden, proj_dim, num_layers=3)
         self.loss_fn = BarlowTwinsLoss(lambda_=lambda_, gather_distributed=gather_distributed)
 

@@ -27,8 +27,12 @@ class SSLMethod(pl.LightningModule):
 
     Args:
         encoder: The pixel-timeseries encoder being pre-trained.
-        optimizer: ``name`` (any timm optimiser: adamw, lars, lamb, ...), ``lr``, ``weight_decay`` and
-            extra keyword arguments for ``timm.optim.create_optimizer_v2``.
+        optimizer: ``name`` (any timm optimiser: adamw, lars, lamb, ...), ``lr``, ``weight_decay``,
+            ``layer_decay`` (< 1: the encoder's blocks towards the input get ``lr * decay^k``, a guardrail of
+            continual pre-training) and extra keyword arguments for ``timm.optim.create_optimizer_v2``.
+        anchor: Weight of an L2-SP penalty ``anchor * sum ||theta - theta_0||^2`` pulling the encoder
+            towards the weights it started from (set by ``start=from_weights``; 0 = off). The starting
+            weights are buffers of the state dict, so a resumed run keeps its anchor.
         schedule: ``name`` (cosine | wsd | constant), ``warmup_steps``, ``total_steps`` (None = the
             trainer's estimate), and schedule-specific keywords (``final_ratio``, ``decay_fraction``).
 
@@ -44,9 +48,13 @@ class SSLMethod(pl.LightningModule):
         optimizer: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
         views: ViewGenerator | None = None,
+        anchor: float = 0.0,
     ) -> None:
         super().__init__()
         self.encoder = encoder
+        self.anchor_weight = float(anchor)
+        if self.anchor_weight < 0:
+            raise ValueError(f"anchor must be >= 0, got {anchor}")
         if self.min_views and (views is None or views.n_global < self.min_views):
             got = 0 if views is None else views.n_global
             raise ValueError(
@@ -97,6 +105,10 @@ class SSLMethod(pl.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         """One optimisation step on a batch."""
         loss, logs = self.shared_step(batch)
+        if self.anchor_weight > 0 and self.has_anchor:
+            penalty = self.anchor_penalty()
+            logs = {**logs, "anchor": penalty.detach()}
+            loss = loss + self.anchor_weight * penalty
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite loss {loss.item()} at step {self.global_step}: lower the learning rate or check "
@@ -140,12 +152,46 @@ class SSLMethod(pl.LightningModule):
                 return int(est)
         raise ValueError("cannot infer the schedule length: set schedule.total_steps or trainer.max_steps")
 
+    # ---- continual pre-training guardrail: L2-SP towards the starting weights -------------------------
+    _ANCHOR = "anchor__"
+
+    def set_anchor(self) -> None:
+        """Remember the encoder's current weights as the anchor of the L2-SP penalty (buffers)."""
+        for name, p in self.encoder.named_parameters():
+            self.register_buffer(self._ANCHOR + name.replace(".", "__"), p.detach().clone())
+
+    @property
+    def has_anchor(self) -> bool:
+        """Whether starting weights were set (:meth:`set_anchor`)."""
+        return any(n.startswith(self._ANCHOR) for n, _ in self.named_buffers(recurse=False))
+
+    def anchor_penalty(self) -> Tensor:
+        """``sum ||theta - theta_0||^2`` over the encoder's parameters."""
+        anchors = dict(self.named_buffers(recurse=False))
+        terms = [
+            ((p - anchors[self._ANCHOR + n.replace(".", "__")]) ** 2).sum()
+            for n, p in self.encoder.named_parameters()
+        ]
+        return torch.stack(terms).sum()
+
     def configure_optimizers(self) -> dict[str, Any]:
-        """A timm optimiser (no weight decay on norms/biases/embeddings) and a step-based LR schedule."""
+        """A timm optimiser (no weight decay on norms/biases/embeddings) and a step-based LR schedule.
+
+        With ``optimizer.layer_decay < 1`` the parameter groups get layer-wise learning rates (the
+        schedule multiplies every group's own rate).
+        """
         cfg = dict(self.optimizer_cfg)
-        opt = create_optimizer_v2(
-            self, opt=cfg.pop("name"), lr=cfg.pop("lr"), weight_decay=cfg.pop("weight_decay"), **cfg
-        )
+        decay = float(cfg.pop("layer_decay", 1.0))
+        name, lr, wd = cfg.pop("name"), cfg.pop("lr"), cfg.pop("weight_decay")
+        if decay < 1.0:
+            from cropssl.schedules import param_groups
+
+            groups = [
+                {k: g[k] for k in ("params", "lr", "weight_decay")} for g in param_groups(self, lr, decay, wd)
+            ]
+            opt = create_optimizer_v2(groups, opt=name, lr=lr, weight_decay=wd, **cfg)
+        else:
+            opt = create_optimizer_v2(self, opt=name, lr=lr, weight_decay=wd, **cfg)
         sched_cfg = dict(self.schedule_cfg)
         fn = LR_SCHEDULES[sched_cfg.pop("name")]
         sched_cfg.pop("total_steps", None)
@@ -167,7 +213,9 @@ class SSLMethod(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the method's generator on resume."""
+        """Restore the method's generator on resume (and the L2-SP anchor's buffers, before the weights)."""
+        if any(k.startswith(self._ANCHOR) for k in checkpoint.get("state_dict", {})) and not self.has_anchor:
+            self.set_anchor()
         state = checkpoint.get("cropssl", {}).get("rng_state")
         if state is not None:
             self.rng.set_state(state)

@@ -26,6 +26,7 @@ class BYOL(TeacherMixin, SSLMethod):
         base_momentum: Teacher momentum at step 0 (cosine to 1.0 at the end).
         optimizer: Optimiser settings, see :class:`SSLMethod`.
         schedule: Learning-rate schedule settings, see :class:`SSLMethod`.
+        anchor: L2-SP weight towards the starting weights, see :class:`SSLMethod`.
 
     """
 
@@ -41,8 +42,9 @@ class BYOL(TeacherMixin, SSLMethod):
         base_momentum: float = 0.99,
         optimizer: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
+        anchor: float = 0.0,
     ) -> None:
-        super().__init__(encoder, optimizer=optimizer, schedule=schedule, views=views)
+        super().__init__(encoder, optimizer=optimizer, schedule=schedule, views=views, anchor=anchor)
         self.projector = ProjectionHead(encoder.embed_dim, proj_hidden, proj_dim, num_layers=2)
         self.predictor = PredictionHead(proj_dim, proj_hidden, proj_dim)
         self.teacher = EMATeacher(self.student_modules(), base_momentum=base_momentum)

@@ -38,6 +38,7 @@ class DINO(TeacherMixin, SSLMethod):
         gather_distributed: Average the teacher center over all processes (global batch).
         optimizer: Optimiser settings, see :class:`SSLMethod`.
         schedule: Learning-rate schedule settings, see :class:`SSLMethod`.
+        anchor: L2-SP weight towards the starting weights, see :class:`SSLMethod`.
 
     """
 
@@ -61,8 +62,9 @@ class DINO(TeacherMixin, SSLMethod):
         gather_distributed: bool = True,
         optimizer: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
+        anchor: float = 0.0,
     ) -> None:
-        super().__init__(encoder, optimizer=optimizer, schedule=schedule, views=views)
+        super().__init__(encoder, optimizer=optimizer, schedule=schedule, views=views, anchor=anchor)
         self.head = DINOHead(
             encoder.embed_dim, out_dim, hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim, use_bn=use_bn
         )

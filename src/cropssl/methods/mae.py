@@ -28,6 +28,7 @@ class MAE(SSLMethod):
         decoder_heads: Decoder attention heads.
         optimizer: Optimiser settings, see :class:`SSLMethod`.
         schedule: Learning-rate schedule settings, see :class:`SSLMethod`.
+        anchor: L2-SP weight towards the starting weights, see :class:`SSLMethod`.
 
     """
 
@@ -43,8 +44,9 @@ class MAE(SSLMethod):
         decoder_heads: int = 4,
         optimizer: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
+        anchor: float = 0.0,
     ) -> None:
-        super().__init__(encoder, optimizer=optimizer, schedule=schedule)
+        super().__init__(encoder, optimizer=optimizer, schedule=schedule, anchor=anchor)
         self.masker = MaskGenerator(mask_ratio, strategies)
         self.groups = tuple(g for g in encoder.dynamic_groups)
         layout = encoder.token_layout(1)

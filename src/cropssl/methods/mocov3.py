@@ -28,6 +28,7 @@ class MoCoV3(TeacherMixin, SSLMethod):
         gather_distributed: Use the keys of all processes.
         optimizer: Optimiser settings, see :class:`SSLMethod`.
         schedule: Learning-rate schedule settings, see :class:`SSLMethod`.
+        anchor: L2-SP weight towards the starting weights, see :class:`SSLMethod`.
 
     """
 
@@ -45,8 +46,9 @@ class MoCoV3(TeacherMixin, SSLMethod):
         gather_distributed: bool = True,
         optimizer: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
+        anchor: float = 0.0,
     ) -> None:
-        super().__init__(encoder, optimizer=optimizer, schedule=schedule, views=views)
+        super().__init__(encoder, optimizer=optimizer, schedule=schedule, views=views, anchor=anchor)
         self.projector = ProjectionHead(encoder.embed_dim, proj_hidden, proj_dim, num_layers=3, last_bn=True)
         self.predictor = PredictionHead(proj_dim, proj_hidden, proj_dim)
         self.teacher = EMATeacher(self.student_modules(), base_momentum=base_momentum)

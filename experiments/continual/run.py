@@ -1,0 +1,179 @@
+"""What continual pre-training from Presto buys on a region without labels, and what it forgets.
+
+One command::
+
+    python experiments/continual/run.py --out experiments/continual/results
+
+The operational case: the imagery of the target region is there, its labels are not. Every run starts from
+the published Presto weights (``start=from_weights start.source=presto``) and continues on **unlabelled**
+real pixels for the same budget; the runs differ in their guardrails:
+
+* ``mae lr 1e-3``: MAE at the default learning rate, re-warmed (no guardrail);
+* ``mae lr 1e-4``: a ten times lower learning rate;
+* ``mae lr 1e-4 + layer decay``: lower blocks learn slower still (``optimizer.layer_decay=0.5``);
+* ``mae lr 1e-4 + L2-SP``: a pull towards Presto's weights (``method.anchor``);
+* ``mae lr 1e-4 + replay``: ``data=mix`` with 30 % synthetic (generic) pixels replayed;
+* the best other family of ``experiments/ssl_quality`` (``--other``) with the lower learning rate.
+
+Data: the continued runs see the French pixels and the Belgian cube, never the East-African file (that one
+measures **forgetting**: a region and year the continued run did not see). Evaluation
+(``cropssl-evaluate``, frozen logreg / kNN / CatBoost probes, against frozen Presto and the CatBoost feature
+baseline, same pixels for all): France with an H3 cell held out (a region the runs saw unlabelled),
+East Africa with South Sudan held out (not seen), and a year split (2017 East Africa -> 2022 France,
+LANDCOVER10; confounded with the region by construction, as the report says).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+W = ROOT.parent / "shared" / "data" / "worldcereal"
+FRA, EA, BEL = (
+    W / "2022_FRA_LPIS_month.geoparquet",
+    W / "2017_east_africa_public_month_wide.parquet",
+    W / "2021_BEL_31UFS_month_cube_100x100.nc",
+)
+
+LOW = ("method.optimizer.lr=1e-4",)
+VARIANTS: dict[str, tuple[str, tuple[str, ...], bool]] = {
+    # name: (method, overrides, replay)
+    "mae_lr1e-3": ("mae", (), False),
+    "mae_lr1e-4": ("mae", LOW, False),
+    "mae_lr1e-4_layerdecay": ("mae", (*LOW, "method.optimizer.layer_decay=0.5"), False),
+    "mae_lr1e-4_l2sp": ("mae", (*LOW, "method.anchor=1.0"), False),
+    "mae_lr1e-4_replay": ("mae", LOW, True),
+}
+SPLITS = {
+    "fra_geo_h3": (
+        [FRA],
+        ["legend=LANDCOVER10", "min_count=15", "split=geographic", "split.key=h3_l3_cell",
+         "split.test_groups=[831e94fffffffff]"],
+    ),
+    "ea_geo_ssd": (
+        [EA],
+        ["legend=CROPTYPE24", "min_count=10", "split=geographic", "split.key=country", "split.test_groups=[SSD]"],
+    ),
+    "year_2017_to_2022": (
+        [EA, FRA],
+        ["legend=LANDCOVER10", "min_count=10", "split=temporal", "split.test_years=[2022]"],
+    ),
+}  # fmt: skip
+
+
+def run(cmd: list[str], log: Path, threads: int) -> None:
+    """Run a command, its output to ``log``; raise with the log's tail on failure."""
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": str(threads)}
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed; see {log}:\n{log.read_text()[-3000:]}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Shard, continue pre-training every variant, evaluate, write results.json and table.md."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="experiments/continual/results")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--other", default=None, help="second family (default: best of experiments/ssl_quality)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only", default=None, help="comma-separated subset of the variants")
+    args = p.parse_args(argv)
+    out = (ROOT / args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    t0 = time.time()
+    shards, synth = out / "data" / "fra_bel", out / "data" / "synth"
+    if not (shards / "manifest.json").exists():
+        run([py, "-m", "cropssl.cli.shard", str(FRA), str(BEL), "--out", str(shards), "--overwrite"],
+            out / "shard.log", args.threads)  # fmt: skip
+    if not (synth / "manifest.json").exists():
+        run([py, "-m", "cropssl.cli.synth", "--out", str(synth), "--pixels", "20000", "--overwrite"],
+            out / "synth.log", args.threads)  # fmt: skip
+    variants = dict(VARIANTS)
+    other = args.other or best_other_family()
+    if other:
+        variants[f"{other}_lr1e-4"] = (other, LOW, False)
+    if args.only:
+        variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
+    ckpts = {}
+    for name, (method, overrides, replay) in variants.items():
+        run_dir = out / "runs" / name
+        ckpts[name] = run_dir / "checkpoints" / "last.ckpt"
+        if ckpts[name].exists() and (run_dir / "summary.json").exists():
+            continue
+        data = (
+            ["data=mix", f"data.train.0.shards={shards}", "data.train.0.weight=0.7",
+             f"data.train.1.shards={synth}", "data.train.1.weight=0.3"]
+            if replay else [f"data.train={shards}"]
+        )  # fmt: skip
+        cmd = [py, "-m", "cropssl.cli.pretrain", f"method={method}", *data, "start=from_weights",
+               "start.source=presto", f"trainer.max_steps={args.steps}", f"data.batch_size={args.batch_size}",
+               f"run_dir={run_dir}", f"name=continual_{name}", "trainer.enable_progress_bar=false",
+               "trainer.enable_model_summary=false", *overrides]  # fmt: skip
+        print(f"continuing {name}", flush=True)
+        run(cmd, out / f"pretrain_{name}.log", args.threads)
+    encoders = ["presto", *(str(c) for c in ckpts.values())]
+    enc_arg = "encoders=[" + ",".join(encoders) + "]"
+    reports: dict[str, Any] = {}
+    for split, (files, overrides) in SPLITS.items():
+        target = out / "eval" / split
+        if not (target / "results.json").exists():
+            print(f"evaluating {split}", flush=True)
+            run([py, "-m", "cropssl.cli.evaluate", enc_arg, "datasets=[" + ",".join(map(str, files)) + "]",
+                 *overrides, "strategies=[logreg,knn,catboost]", "baselines=[catboost_features]",
+                 f"threads={args.threads}", f"out={target}", "bootstrap.n_boot=500"],
+                out / f"eval_{split}.log", args.threads)  # fmt: skip
+        doc = json.loads((target / "results.json").read_text())
+        reports[split] = {r["name"]: (r["macro_f1"], r.get("ci")) for r in doc["results"]}
+    table = table_md(reports)
+    (out / "table.md").write_text(table)
+    summary = {"command": " ".join(["python", "experiments/continual/run.py", *(argv or sys.argv[1:])]),
+               "args": vars(args), "variants": {k: list(v[1]) for k, v in variants.items()},
+               "results": reports, "wall_s": round(time.time() - t0)}  # fmt: skip
+    (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(table)
+
+
+def best_other_family() -> str | None:
+    """The non-MAE family with the largest held-out-region linear-probe gain in experiments/ssl_quality."""
+    path = ROOT / "experiments" / "ssl_quality" / "results" / "results.json"
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text())
+    split = next(k for k in doc["results"]["splits"] if k.startswith("held-out"))
+    encs = doc["results"]["splits"][split]["encoders"]
+    gains = {
+        name: sum(r["logreg"]["vs_random"]["delta"] for r in res) / len(res)
+        for name, res in encs.items()
+        if name not in ("raw features", "random init") and not name.startswith("mae")
+    }
+    return max(gains, key=gains.get) if gains else None
+
+
+def table_md(reports: dict[str, Any]) -> str:
+    """Macro F1 (95 % CI) per encoder x strategy (rows) and split (columns)."""
+    rows: dict[str, dict[str, str]] = {}
+    for split, res in reports.items():
+        for name, (f1, ci) in res.items():
+            enc, _, strat = name.partition(" + ")
+            key = f"{enc.removesuffix('/last')} + {strat}" if strat else enc
+            cell = f"{f1:.3f}" + (f" ({ci['low']:.2f}-{ci['high']:.2f})" if ci else "")
+            rows.setdefault(key, {})[split] = cell
+    splits = list(reports)
+    lines = ["| encoder + probe | " + " | ".join(splits) + " |", "| --- |" + " --- |" * len(splits)]
+    for key in sorted(rows):
+        lines.append(f"| {key} | " + " | ".join(rows[key].get(s, "") for s in splits) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

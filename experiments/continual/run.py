@@ -59,7 +59,8 @@ SPLITS = {
     ),
     "ea_geo_ssd": (
         [EA],
-        ["legend=CROPTYPE24", "min_count=10", "split=geographic", "split.key=country", "split.test_groups=[SSD]"],
+        ["legend=CROPTYPE24", "min_count=10", "split=geographic", "split.key=country",
+         "split.test_groups=[SSD]"],
     ),
     "year_2017_to_2022": (
         [EA, FRA],

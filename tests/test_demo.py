@@ -51,5 +51,10 @@ def test_demo_uses_the_real_files_when_present(tmp_path):
     out = demo(tmp_path, WORLDCEREAL)
     assert "using REAL data" in out
     assert "run dir:" in out and "loss curve:" in out and "checkpoint:" in out
+    # the gain of pre-training next to a random-init encoder and Presto, on the same probe and pixels
+    assert "what pre-training did" in out
+    for row in ("this run (pre-trained)", "random init, same encoder", "Presto (published weights)"):
+        line = next(x for x in out.splitlines() if row in x)
+        assert "kNN 0." in line and "linear 0." in line
     manifest = json.loads((tmp_path / "work" / "shards" / "real_pretrain" / "manifest.json").read_text())
     assert manifest["num_samples"] == 11_000

@@ -195,6 +195,24 @@ class EncoderMonitor(pl.Callback):
 
         return embed
 
+    def evaluate(self, encoder: nn.Module, device: torch.device | str = "cpu") -> dict[str, float]:
+        """The metrics of any encoder now (eval mode, no grad; its mode is restored), e.g. a baseline.
+
+        Raises:
+            RuntimeError: the monitor is disabled (no usable data).
+
+        """
+        self._ensure_prepared()
+        if not self.enabled:
+            raise RuntimeError(f"{type(self).__name__} is disabled (no usable data)")
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            with torch.no_grad():
+                return self.compute(self._embed_fn(encoder, torch.device(device), self.batch_size))
+        finally:
+            encoder.train(was_training)
+
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float] | None:
         """Evaluate now (rank 0 only) and log; returns the metrics, or None when skipped / disabled."""
         if not self.enabled or not trainer.is_global_zero:
@@ -205,14 +223,7 @@ class EncoderMonitor(pl.Callback):
         step = int(trainer.global_step)
         if step == self._last_step:
             return None
-        encoder: nn.Module = pl_module.encoder
-        was_training = encoder.training
-        encoder.eval()
-        try:
-            with torch.no_grad():
-                metrics = self.compute(self._embed_fn(encoder, pl_module.device, self.batch_size))
-        finally:
-            encoder.train(was_training)
+        metrics = self.evaluate(pl_module.encoder, pl_module.device)
         self._last_step = step
         self.history.append({"step": step, **metrics})
         for logger in trainer.loggers:

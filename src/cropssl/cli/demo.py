@@ -101,7 +101,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{summary.get('monitor/linear_f1', float('nan')):.3f}, "
             f"RankMe {summary.get('monitor/rankme', 0):.1f} (metrics.csv has them over time)"
         )
+    rows = compare_probes(Path(summary["checkpoint"]), labelled)
+    print("what pre-training did (same probe, same labelled pixels, macro F1):")
+    for name, m in rows.items():
+        print(f"  {name:<28} kNN {m['monitor/knn_f1']:.3f}   linear {m['monitor/linear_f1']:.3f}")
     return 0
+
+
+def compare_probes(checkpoint: Path, labelled: Path) -> dict[str, dict[str, float]]:
+    """The online probe on the pre-trained encoder, a random-init encoder of its architecture and Presto."""
+    import torch
+
+    from cropssl.callbacks.monitors import ProbeMonitor
+    from cropssl.encoder import PixelTimeSeriesEncoder
+    from cropssl.evaluation.encoders import load_checkpoint_encoder, presto_path
+
+    probe = ProbeMonitor(labelled_shards=str(labelled), k=20, max_samples=4096)
+    trained, _ = load_checkpoint_encoder(checkpoint)
+    torch.manual_seed(0)
+    rows = {
+        "this run (pre-trained)": probe.evaluate(trained),
+        "random init, same encoder": probe.evaluate(PixelTimeSeriesEncoder(**trained.config)),
+    }
+    try:
+        rows["Presto (published weights)"] = probe.evaluate(PixelTimeSeriesEncoder.from_presto(presto_path()))
+    except FileNotFoundError as exc:
+        print(f"  (Presto weights not found, skipped: {exc})")
+    return rows
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ from cropssl.config import CONFIG_DIR
 from cropssl.data.datamodule import PixelDataModule
 from cropssl.data.shard_writer import write_shards
 from cropssl.methods.teacher import EMATeacher
-from tests.conftest import make_samples
+from tests.conftest import ROOT, make_samples
 from tests.test_pretrain import METHOD_TINY, pretrain, tiny
 
 METHODS = ["mae", "simclr", "mocov3", "byol", "dino", "barlow", "vicreg"]
@@ -229,6 +230,20 @@ def test_compare_families_multirun_writes_one_table(tmp_path):
     assert macs["dino"] > macs["simclr"]
     assert "| dino |" in (sweep / "compare.md").read_text()
     assert np.isfinite(df["wall time (s)"]).all()
+    # every row says what the job ran (a sweep's parameters), without the bookkeeping overrides
+    for method, ovr in zip(df["method"], df["overrides"], strict=True):
+        assert f"method={method}" in ovr and "hydra.sweep" not in ovr and "data.train" not in ovr
+    # cropssl-compare writes where it is asked, by default the current folder, never into a run
+    from cropssl.cli.compare import main as compare_main
+
+    runs = sorted(p for p in sweep.iterdir() if (p / "summary.json").exists())[:2]
+    (tmp_path / "cwd").mkdir()
+    os.chdir(tmp_path / "cwd")
+    try:
+        assert compare_main([str(r) for r in runs]) == 0
+    finally:
+        os.chdir(ROOT)
+    assert (tmp_path / "cwd" / "compare.md").exists() and not (runs[0] / "compare.md").exists()
 
 
 def test_from_weights_continue_bundle_restores_heads_and_teacher_and_other_methods_take_the_encoder(

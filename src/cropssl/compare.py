@@ -42,7 +42,22 @@ def load_summary(run_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{path} not found: is {run_dir} a finished cropssl-pretrain run (summary=true)?"
         )
-    return {**json.loads(path.read_text()), "run_dir": str(run_dir)}
+    return {**json.loads(path.read_text()), "run_dir": str(run_dir), "overrides": run_overrides(run_dir)}
+
+
+#: Overrides that say where a run wrote, not what it did (left out of the table).
+_BOOKKEEPING = ("run_dir", "name", "hydra", "data.train", "callbacks.probe.labelled_shards")
+
+
+def run_overrides(run_dir: str | Path) -> str:
+    """The command-line overrides of a run (``.hydra/overrides.yaml``), e.g. an Optuna trial's parameters."""
+    import yaml
+
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.exists():
+        return ""
+    items = yaml.safe_load(path.read_text()) or []
+    return " ".join(o for o in items if not str(o).lstrip("+~").startswith(_BOOKKEEPING))
 
 
 def comparison_table(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -52,9 +67,10 @@ def comparison_table(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
         row = {name: s.get(key) for name, key, _ in COLUMNS}
         if row["train MMACs/sample"] is not None:
             row["train MMACs/sample"] = row["train MMACs/sample"] / 1e6
+        row["overrides"] = s.get("overrides", "")
         row["run"] = Path(s["run_dir"]).name
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*(c for c, _, _ in COLUMNS), "run"])
+    return pd.DataFrame(rows, columns=[*(c for c, _, _ in COLUMNS), "overrides", "run"])
 
 
 def to_markdown(df: pd.DataFrame) -> str:

@@ -17,7 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cropssl-compare``."""
     p = argparse.ArgumentParser(prog="cropssl-compare", description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", help="run directories, or folders holding run directories")
-    p.add_argument("--out", default=None, help="where to write compare.md/.csv (default: first folder)")
+    p.add_argument("--out", default=".", help="where to write compare.md/.csv (default: the current folder)")
     args = p.parse_args(argv)
     runs: list[Path] = []
     for r in map(Path, args.runs):
@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not runs:
         print(f"cropssl-compare: error: no finished runs (summary.json) in {args.runs}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path(args.runs[0])
+    out = Path(args.out)
     try:
         df = compare(runs, out)
     except FileNotFoundError as exc:

@@ -247,3 +247,16 @@ def test_saves_keep_the_previous_checkpoint_and_a_truncated_one_is_named_on_resu
         "trainer.max_steps=30",
     )
     assert load_checkpoint(last)["global_step"] == 30
+    # the lineage records the resume: when, from which checkpoint and step
+    assert lineage_main([str(last)]) == 0
+
+
+def test_lineage_records_resumes(shards, tmp_path, capsys):
+    run = tmp_path / "run"
+    pretrain(*TINY, f"data.train={shards}", f"run_dir={run}", "trainer.max_steps=10")
+    pretrain(*TINY, f"data.train={shards}", f"run_dir={run}", "start=resume", "trainer.max_steps=20")
+    chain = load_checkpoint(run / "checkpoints" / "last.ckpt")["cropssl"]["lineage"]
+    assert chain[-1]["start_mode"] == "fresh" and chain[-1]["steps"] == 20
+    assert [(r["from_step"], r["checkpoint"]) for r in chain[-1]["resumes"]] == [(10, "last.ckpt")]
+    assert lineage_main([str(run / "checkpoints" / "last.ckpt")]) == 0
+    assert "resumed at step 10 from last.ckpt" in capsys.readouterr().out

@@ -32,6 +32,9 @@ def format_lineage(chain: list[dict[str, Any]]) -> str:
             f"[{i}] {rec.get('method')} run {rec.get('run_dir')} ({rec.get('start_mode')}, "
             f"{rec.get('steps', '?')} steps, started {rec.get('started')})"
         )
+        for r in rec.get("resumes", []):
+            step, ckpt, at = r.get("from_step"), r.get("checkpoint"), r.get("at")
+            lines.append(f"    resumed at step {step} from {ckpt} ({at})")
         if parent:
             lines.append(
                 f"    from {parent.get('kind')} {parent.get('path')} sha256={str(parent.get('sha256'))[:16]}"

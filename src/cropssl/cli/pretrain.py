@@ -155,7 +155,7 @@ def lineage_record(
     return [*chain, record]
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> list[Any] | bool:
+def build_loggers(cfg: DictConfig, run_dir: Path, resume_step: int | None) -> list[Any] | bool:
     """Instantiate the loggers so that a resumed run continues its CSV log and its wandb run."""
     import hashlib
 
@@ -163,7 +163,6 @@ def build_loggers(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> list
 
     if not cfg.logger:
         return False
-    resume_step = None if ckpt_path is None else load_checkpoint_step(ckpt_path)
     loggers = []
     for node in cfg.logger.values():
         target = str(node.get("_target_", ""))
@@ -221,15 +220,6 @@ def write_summary(run_dir: Path, wall_time: float, extra: dict[str, Any] | None 
     return summary
 
 
-def load_checkpoint_step(ckpt_path: str | None) -> int:
-    """Global step stored in a checkpoint (0 without one)."""
-    if ckpt_path is None:
-        return 0
-    import torch
-
-    return int(torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"])
-
-
 def save_final_checkpoint(trainer: Any, run_dir: Path) -> None:
     """Make ``checkpoints/last.ckpt`` hold the final step (periodic saves may have stopped short of it)."""
     cb = trainer.checkpoint_callback
@@ -280,19 +270,30 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "start=from_weights (a fresh run has no weights worth keeping)"
         )
     lineage = lineage_record(cfg, run_dir, init_report)
-    if ckpt_path is not None:  # resume: keep the lineage the run started with
+    start_step = 0
+    if ckpt_path is not None:  # resume: keep the lineage the run started with, and record the resume
         from cropssl.checkpointing import load_checkpoint
 
-        lineage = load_checkpoint(ckpt_path).get("cropssl", {}).get("lineage", lineage)
+        resumed = load_checkpoint(ckpt_path)  # read once here (Lightning reads it again to restore)
+        start_step = int(resumed["global_step"])
+        lineage = [dict(r) for r in resumed.get("cropssl", {}).get("lineage", lineage)]
+        lineage[-1]["resumes"] = [
+            *lineage[-1].get("resumes", []),
+            {
+                "at": datetime.now().isoformat(timespec="seconds"),
+                "from_step": start_step,
+                "checkpoint": Path(ckpt_path).name,
+            },
+        ]
+        del resumed
     method.checkpoint_extras = {"run_config": OmegaConf.to_container(cfg, resolve=True), "lineage": lineage}
     datamodule = instantiate(cfg.data)
-    loggers = build_loggers(cfg, run_dir, ckpt_path)
+    loggers = build_loggers(cfg, run_dir, None if ckpt_path is None else start_step)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
     trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
     if trainer.is_global_zero:
         log.info("run directory: %s", run_dir)
     start = time.time()
-    start_step = int(load_checkpoint_step(ckpt_path))
     trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path)
     save_final_checkpoint(trainer, run_dir)
     end_distributed()  # the summary below runs forward passes on rank 0 alone (no collectives)

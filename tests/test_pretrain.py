@@ -162,3 +162,16 @@ def test_default_config_composes_and_passes_checks():
     cfg = _compose()
     check_config(cfg)
     assert cfg.method._target_ == "cropssl.methods.mae.MAE"
+
+
+def test_console_is_free_of_library_noise(tmp_path, real_shards):
+    """A run's console shows its own lines (run dir, parameters, MACs, a step progress bar) and none of the
+    notices that say nothing about it (each was printed before: deprecations, empty-list, hook notices,
+    adverts, eval-mode modules of the teacher, FLOPs: 0, 'Epoch 0/-2')."""
+    over = [o for o in tiny("byol") if o != "trainer.enable_progress_bar=false"]
+    proc = pretrain(*over, f"data.train={real_shards}", f"run_dir={tmp_path / 'r'}", "trainer.max_steps=3")
+    text = proc.stdout + proc.stderr
+    for noise in ("LeafSpec", "Total length of", "transfer_batch_to_device", "litlogger", "in eval mode",
+                  "Total FLOPs", "/-2", "validation_step"):  # fmt: skip
+        assert noise not in text, noise
+    assert "MMACs per pixel" in text and "Epoch 0" in text

@@ -325,15 +325,16 @@ class Batch:
             label=self.label[idx],
         )
 
-    def to(self, device: Any) -> Batch:
-        """Move the tensor fields to ``device``."""
+    def to(self, device: Any, non_blocking: bool = False) -> Batch:
+        """Move the tensor fields to ``device`` (Lightning's default batch transfer calls this)."""
+        kw = {"non_blocking": non_blocking}
         return self.replace(
-            x=self.x.to(device),
-            mask=self.mask.to(device),
-            month=self.month.to(device),
-            latlon=self.latlon.to(device),
-            dynamic_world=self.dynamic_world.to(device),
-            label=self.label.to(device),
+            x=self.x.to(device, **kw),
+            mask=self.mask.to(device, **kw),
+            month=self.month.to(device, **kw),
+            latlon=self.latlon.to(device, **kw),
+            dynamic_world=self.dynamic_world.to(device, **kw),
+            label=self.label.to(device, **kw),
         )
 
     @staticmethod

@@ -36,6 +36,22 @@ from cropssl.config import CONFIG_DIR, check_config
 log = logging.getLogger("cropssl.pretrain")
 
 
+class _NoAdverts(logging.Filter):
+    """Drop Lightning's installation tips (the litlogger advert) from the run's console and log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_libraries() -> None:
+    """Silence library notices that say nothing about the run (precisely: by message)."""
+    import warnings
+
+    # torch 2.14 deprecates LeafSpec; Lightning 2.6 still uses it internally
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoAdverts())
+
+
 #: Set by the process that launches DDP ranks, for the ranks Lightning starts (they re-run this app):
 #: the run directory of the job and its overrides (JSON list).
 RUN_DIR_ENV = "CROPSSL_RUN_DIR"
@@ -290,9 +306,31 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = instantiate(cfg.data)
     loggers = build_loggers(cfg, run_dir, None if ckpt_path is None else start_step)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
-    trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir))
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told not to show
+        from pytorch_lightning.callbacks import ProgressBar
+
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    no_val = {} if cfg.data.get("val") else {"limit_val_batches": 0}  # no validation shards: no val loop
+    trainer = instantiate(
+        cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir), **no_val
+    )
+    cost = {
+        "train_macs_per_sample": train_step_macs_per_sample(method),
+        "encoder_macs_per_sample": encoder_macs_per_sample(method.encoder),
+    }
     if trainer.is_global_zero:
         log.info("run directory: %s", run_dir)
+        n_enc = sum(p.numel() for p in method.encoder.parameters())
+        n_train = sum(p.numel() for p in method.parameters() if p.requires_grad)
+        log.info(
+            "%s: %s trainable parameters (encoder %s); encoder %.1f MMACs per pixel at T=12, one "
+            "training step %.1f MMACs per sample (cropssl.profiling, attention included)",
+            cfg.method.get("name"),
+            f"{n_train:,}",
+            f"{n_enc:,}",
+            cost["encoder_macs_per_sample"] / 1e6,
+            cost["train_macs_per_sample"] / 1e6,
+        )
     start = time.time()
     trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path)
     save_final_checkpoint(trainer, run_dir)
@@ -305,8 +343,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "method": cfg.method.get("name"),
             "batch_size": int(cfg.data.batch_size),
             "samples_per_s": round(samples / max(wall, 1e-9), 1),
-            "train_macs_per_sample": train_step_macs_per_sample(method.cpu()),
-            "encoder_macs_per_sample": encoder_macs_per_sample(method.encoder),
+            **cost,
         }
         stream = getattr(datamodule, "train_stream", None)
         if stream is not None and (stream.preflight_skipped or stream.skipped_shards):
@@ -572,6 +609,7 @@ def main(cfg: DictConfig | None = None) -> float | None:
     """
     if cfg is not None:
         return pretrain_app(cfg)
+    quiet_libraries()
     sys.argv = rank_argv(list(sys.argv))
     if "LOCAL_RANK" not in os.environ and os.environ.get("HYDRA_FULL_ERROR") != "1":
         precheck_overrides(sys.argv)

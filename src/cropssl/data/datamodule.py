@@ -497,7 +497,7 @@ class PixelDataModule(pl.LightningDataModule):
         self.train_stream.resume_position = (int(state_dict["epoch"]), int(state_dict["batches_in_epoch"]))
 
     def val_dataloader(self) -> DataLoader | list:
-        """Validation loader in shard order (empty if no validation shards)."""
+        """Validation loader in shard order (empty without ``val`` shards; the app then skips the loop)."""
         if self.val_spec is None:
             return []
         stream = PixelStream(

@@ -129,12 +129,6 @@ class SSLMethod(pl.LightningModule):
         """Pooled embeddings of the (student) encoder."""
         return self.encoder(batch)
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """Move a :class:`Batch` (its tensors) to the device."""
-        if isinstance(batch, Batch):
-            return batch.to(device)
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def on_train_epoch_start(self) -> None:
         """A new epoch: new shard order and shuffling (deterministic)."""
         stream = getattr(getattr(self.trainer, "datamodule", None), "train_stream", None)

@@ -39,6 +39,7 @@ class EMATeacher(nn.Module):
         self.base_momentum = float(base_momentum)
         self.final_momentum = float(final_momentum)
         self.ema = ModelEmaV3(nn.ModuleDict(dict(student)), decay=base_momentum)
+        self.ema.module.train()  # timm puts the copy in eval mode; it runs as the student does
         for p in self.ema.parameters():
             p.requires_grad_(False)
 

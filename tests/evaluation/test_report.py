@@ -343,3 +343,27 @@ def test_cli_end_to_end(tiny_export, tmp_path):
         timeout=300,
     )
     assert bad.returncode == 2 and "unknown legend 'NOPE'" in bad.stderr and "LANDCOVER10" in bad.stderr
+
+
+def test_interrupted_evaluation_leaves_a_partial_report_marked_incomplete(tiny_export, tmp_path):
+    """Every finished result is logged and written at once: killing the run leaves report.md (INCOMPLETE)
+    with the results so far, instead of nothing after minutes of silence."""
+    import signal
+    import time
+
+    require_shared(FRA)
+    out = tmp_path / "ev"
+    cmd = [sys.executable, "-m", "cropssl.cli.evaluate", f"encoders=[{tiny_export}]", f"datasets=[{FRA}]",
+           "legend=LANDCOVER10", "min_count=15", "strategies=[logreg,finetune]", "baselines=[]",
+           "finetune.epochs=200", "finetune.patience=0", "efficiency.repeats=1", "threads=1",
+           f"out={out}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while not (out / "report.md").exists() and time.time() - t0 < 240 and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, err = proc.communicate(timeout=60)
+    text = (out / "report.md").read_text()
+    assert "INCOMPLETE" in text and "| tiny-mae + logreg |" in text, text
+    assert "1/2 tiny-mae + logreg: macro F1" in stdout + err  # the log line as it happened
+    assert any("1/2 tiny-mae + logreg" in p.read_text() for p in out.glob("*.log"))  # and in the log file

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import platform
 import re
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +51,8 @@ from cropssl.evaluation.finetune import FinetuneConfig
 from cropssl.evaluation.labels import LabelEncoder, UnknownCodeWarning, load_legend
 from cropssl.evaluation.splits import MissingClassWarning, Split, random_split
 from cropssl.schema import BANDS, PixelSamples
+
+log = logging.getLogger("cropssl.evaluate")
 
 STRATEGIES: tuple[str, ...] = ("logreg", "knn", "catboost", "finetune")
 BASELINES: tuple[str, ...] = ("catboost_features", "scratch")
@@ -478,6 +482,29 @@ def _threads(n: int | None) -> Any:
     return threadpool_limits(int(n))
 
 
+def write_partial_report(out: Path, results: list[dict[str, Any]], total: int, title: str | None) -> None:
+    """Write ``report.md`` marked INCOMPLETE with the results so far (the full report replaces it).
+
+    An interrupted evaluation so leaves what it measured, and says it is partial.
+    """
+    from cropssl.io.atomic import write_text
+
+    lines = [
+        f"# {title or 'cropssl evaluation'}",
+        "",
+        f"> **INCOMPLETE**: {len(results)} of {total} encoder x strategy results so far (the evaluation is "
+        "running or was interrupted); no significance tests or checks yet.",
+        "",
+        "| model | macro F1 | 95 % CI |",
+        "| --- | ---: | --- |",
+        *(
+            f"| {r['name']} | {r['macro_f1']:.3f} | {r['ci']['low']:.3f}-{r['ci']['high']:.3f} |"
+            for r in results
+        ),
+    ]
+    write_text(out / "report.md", "\n".join(lines) + "\n")
+
+
 def _method_name(encoder: str | None, strategy: str) -> str:
     return strategy if encoder is None else f"{encoder} + {strategy}"
 
@@ -614,6 +641,10 @@ def evaluate(
                 loaded.append(le)
 
             results: list[dict[str, Any]] = []
+            total = len(loaded) * len(strategies) + len(baselines)
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc="evaluating", unit="model", file=sys.stderr, disable=None)
             preds: dict[str, np.ndarray] = {}
             probas: dict[str, np.ndarray] = {}
             y_te = y[te]
@@ -669,6 +700,12 @@ def evaluate(
                     }
                 )
                 preds[name], probas[name] = pred, proba
+                bar.update(1)
+                log.info(
+                    "%d/%d %s: macro F1 %.3f (%.3f-%.3f), fitted in %.1f s",
+                    len(results), total, name, m["macro_f1"], ci["low"], ci["high"], fit_s,
+                )  # fmt: skip
+                write_partial_report(out, results, total, title)
 
             head_common = {
                 "classes": classes,
@@ -829,6 +866,7 @@ def evaluate(
                 timings["scratch_s"] = time.perf_counter() - t0
 
             # ---- statistics, outputs
+            bar.close()
             sig = significance(results, y_te, preds, k, n_boot=n_boot, confidence=confidence, seed=seed)
             _write_predictions(out / "predictions.parquet", test_s, y_te, classes, preds)
         caught_msgs: list[str] = []

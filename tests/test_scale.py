@@ -10,6 +10,8 @@ import functools
 import http.server
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -162,6 +164,44 @@ def test_two_process_cpu_ddp_run_writes_one_run_dir_and_one_checkpoint(shards, t
     assert summary["steps"] == 6 and summary["run_dir"] == str(run.resolve())
     steps = pd.read_csv(run / "metrics.csv")[["step", "train/loss"]].dropna()["step"]
     assert sorted(steps) == list(range(6))  # one logger, every step once
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_signal_to_a_two_process_ddp_job_checkpoints_once_and_every_rank_exits_zero(shards, tmp_path, sig):
+    """The signal goes to the whole job (process group, as Slurm does): every rank stops after the same
+    completed step, one last.ckpt is written, all exit 0, and start=resume continues from that step."""
+    import os
+    import time
+
+    from cropssl.checkpointing import load_checkpoint
+
+    run = tmp_path / "run"
+    common = [*TINY, f"data.train={shards}", "data.batch_size=32", "data.shuffle_buffer=64",
+              "trainer=ddp", "trainer.devices=2", f"run_dir={run}",
+              "method.schedule.total_steps=400"]  # fmt: skip
+    cmd = [sys.executable, "-m", "cropssl.cli.pretrain", *common, "trainer.max_steps=400",
+           "callbacks.checkpoint.every_n_train_steps=2"]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # fmt: skip
+    ckpt = run / "checkpoints" / "last.ckpt"
+    t0 = time.time()
+    while not ckpt.exists() and time.time() - t0 < 240 and proc.poll() is None:
+        time.sleep(0.1)
+    assert ckpt.exists(), proc.communicate()[1][-3000:]
+    time.sleep(1.0)
+    os.killpg(proc.pid, sig)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-4000:]
+    stopped = load_checkpoint(ckpt)["global_step"]
+    steps = re.findall(r"received SIG\w+ at step (\d+)", out + err)
+    assert len(steps) == 2 and set(steps) == {str(stopped)}, (out + err)[-3000:]  # both ranks, one step
+    assert 2 <= stopped < 400
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["last-1.ckpt", "last.ckpt"]
+    proc2 = _run_app(*common, "start=resume", f"trainer.max_steps={stopped + 4}", cwd=tmp_path)
+    assert proc2.returncode == 0, proc2.stderr[-4000:]
+    assert load_checkpoint(ckpt)["global_step"] == stopped + 4
 
 
 def test_ddp_trainer_config_selects_gloo_on_cpu():

@@ -236,10 +236,17 @@ def write_summary(run_dir: Path, wall_time: float, extra: dict[str, Any] | None 
     return summary
 
 
-def save_final_checkpoint(trainer: Any, run_dir: Path) -> None:
-    """Make ``checkpoints/last.ckpt`` hold the final step (periodic saves may have stopped short of it)."""
-    cb = trainer.checkpoint_callback
-    if cb is not None and getattr(cb, "_last_global_step_saved", None) == trainer.global_step:
+def save_final_checkpoint(trainer: Any, run_dir: Path, every_n_steps: int | None) -> None:
+    """Make ``checkpoints/last.ckpt`` hold the final step (periodic saves may have stopped short of it).
+
+    The decision is the same on every rank (saving is collective): the step was saved if it is a multiple
+    of the checkpoint interval or the step a signal stopped the run at.
+    """
+    from cropssl.callbacks.requeue import GracefulShutdown
+
+    step = int(trainer.global_step)
+    stopped = {cb.stopped_at for cb in trainer.callbacks if isinstance(cb, GracefulShutdown)}
+    if (every_n_steps and step % int(every_n_steps) == 0) or step in stopped:
         return
     trainer.save_checkpoint(str(run_dir / "checkpoints" / "last.ckpt"))
 
@@ -333,7 +340,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     start = time.time()
     trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path)
-    save_final_checkpoint(trainer, run_dir)
+    every_n = (cfg.callbacks or {}).get("checkpoint", {}).get("every_n_train_steps")
+    save_final_checkpoint(trainer, run_dir, every_n)
     end_distributed()  # the summary below runs forward passes on rank 0 alone (no collectives)
     summary: dict[str, Any] = {"run_dir": str(run_dir)}
     if trainer.is_global_zero and cfg.summary:

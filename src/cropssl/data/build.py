@@ -130,11 +130,13 @@ def shard_files(
     if timesteps is not None:
         options = dataclasses.replace(options, timesteps=timesteps)
     paths = expand_inputs(inputs)
-    n_buckets = max(1, math.ceil(estimate_samples(paths) / max(1, bucket_samples)))
+    estimate = estimate_samples(paths)
+    n_buckets = max(1, math.ceil(estimate / max(1, bucket_samples)))
+    needed = 2 * estimate * options.timesteps * 17 * 5  # buckets + shards, float32 values + mask
     out = Path(out)
     reports: list[dict[str, Any]] = []
     steps: dict[str, int] = {}
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, needed_bytes=needed) as tmp:
         buckets = tmp / "buckets"
         buckets.mkdir()
         n_total = 0

@@ -77,11 +77,12 @@ README_FILE = "README.md"
 TORCHSCRIPT_FILE = "encoder.torchscript.pt"
 ONNX_FILE = "encoder.onnx"
 CONTINUE_FILE = "continue.safetensors"
-FORMATS: tuple[str, ...] = ("safetensors", "torchscript", "onnx")
+FORMATS: tuple[str, ...] = ("safetensors", "torchscript", "onnx", "onnx-int8")
 FORMAT_FILES: dict[str, str] = {
     "safetensors": WEIGHTS_FILE,
     "torchscript": TORCHSCRIPT_FILE,
     "onnx": ONNX_FILE,
+    "onnx-int8": "encoder.int8.onnx",
 }
 INPUT_NAMES: tuple[str, ...] = ("x", "mask", "month", "latlon", "dynamic_world")
 OUTPUT_NAME = "embeddings"
@@ -174,15 +175,18 @@ def read_safetensors(path: Path, config: Mapping[str, Any] | None, device: str =
 
 
 def load_encoder(
-    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu", backend: str = "torch"
 ) -> PixelTimeSeriesEncoder:
     """Load an exported encoder (``model.safetensors`` + ``config.json``) in eval mode.
 
-    Only torch, safetensors and :mod:`cropssl.encoder` are needed (no Lightning, Hydra or timm).
+    Only torch, safetensors and :mod:`cropssl.encoder` are needed (no Lightning, Hydra or timm); the ONNX
+    backends need onnxruntime.
 
     Args:
         path: The export directory written by :func:`export_encoder` / ``cropssl-export``.
-        map_location: Device to load the weights on.
+        map_location: Device to load the weights on (eager backend).
+        backend: ``torch`` (eager, default), ``onnx``, ``onnx-int8`` or ``auto`` (the fastest one the
+            directory holds, see :mod:`cropssl.backends`); every backend is called as ``encoder(batch)``.
 
     Returns:
         The encoder in eval mode; its export configuration is attached as ``encoder.export_config``.
@@ -193,6 +197,10 @@ def load_encoder(
             ``config.json``.
 
     """
+    if backend != "torch":
+        from cropssl.backends import load_backend
+
+        return load_backend(path, backend)
     d = Path(path)
     config = read_export_config(d)
     weights = d / WEIGHTS_FILE
@@ -213,6 +221,7 @@ def load_encoder(
         ) from exc
     encoder.to(map_location).eval()
     encoder.export_config = config  # type: ignore[assignment]
+    encoder.backend = "torch"  # type: ignore[assignment]
     return encoder
 
 
@@ -457,7 +466,46 @@ def _verify(run: Any, wrapper: TensorEncoder, encoder: PixelTimeSeriesEncoder) -
     return {"max_abs_diff": worst, "checked_shapes_BT": shapes}
 
 
+PRESTO_METHOD = "presto (published weights)"
+
+
+def _export_int8(tmp: Path, wrapper: TensorEncoder, encoder: PixelTimeSeriesEncoder) -> dict[str, Any]:
+    """Quantise ``encoder.onnx`` to int8 and measure its agreement with the eager fp32 encoder."""
+    import onnxruntime as ort
+
+    from cropssl.backends import cosine_agreement, quantize_int8
+
+    path = tmp / FORMAT_FILES["onnx-int8"]
+    quantize_int8(tmp / ONNX_FILE, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst_cos, worst_abs = 1.0, 0.0
+    for batch, t in ((64, min(12, encoder.max_T)), (16, min(7, encoder.max_T))):
+        args = example_inputs(encoder, batch, t, seed=batch + t)
+        with torch.inference_mode():
+            ref = wrapper(*args).numpy()
+        out = sess.run(None, {n: a.numpy() for n, a in zip(INPUT_NAMES, args, strict=True)})[0]
+        worst_cos = min(worst_cos, cosine_agreement(out, ref))
+        worst_abs = max(worst_abs, float(np.abs(out - ref).max()))
+    return {"min_cosine": worst_cos, "max_abs_diff": worst_abs, "quantization": "dynamic int8 (onnxruntime)"}
+
+
+def _presto_checkpoint(path: Path) -> dict[str, Any]:
+    """Presto's published weights in the shape of a cropssl checkpoint (encoder only, no training state)."""
+    encoder = PixelTimeSeriesEncoder.from_presto(path)
+    record = {"run_dir": None, "method": "presto", "start_mode": "published weights", "parent": None,
+              "data": [], "source": "nasaharvest/presto default_model.pt"}  # fmt: skip
+    return {
+        "state_dict": {f"encoder.{k}": v for k, v in encoder.state_dict().items()},
+        "cropssl": {"encoder_config": encoder.config, "method": PRESTO_METHOD, "lineage": [record]},
+        "global_step": None,
+    }
+
+
 def _read_checkpoint(ckpt_path: Path) -> dict[str, Any]:
+    if str(ckpt_path) == "presto" or ckpt_path.name == "default_model.pt":
+        from cropssl.evaluation.encoders import presto_path
+
+        return _presto_checkpoint(presto_path(None if str(ckpt_path) == "presto" else ckpt_path))
     if not ckpt_path.exists():
         raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
     if ckpt_path.is_dir():
@@ -609,6 +657,16 @@ def _model_card(config: Mapping[str, Any]) -> str:
         "(see `config.json` `verification`).",
         "",
     ]
+    int8 = (config.get("verification") or {}).get("onnx-int8")
+    if int8:
+        lines += [
+            f"int8 (`{FORMAT_FILES['onnx-int8']}`, {int8['quantization']}): smallest cosine similarity "
+            f"to the fp32 encoder {int8['min_cosine']:.4f}, largest absolute difference "
+            f"{int8['max_abs_diff']:.3g} "
+            "(random normalised inputs with missing values, at export). Check it on your own pixels before "
+            "deploying: `cropssl.load_encoder(DIR, backend='onnx-int8')`.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -663,6 +721,12 @@ def export_encoder(
     if onnx_opset < 17:
         raise ValueError(f"onnx_opset must be >= 17, got {onnx_opset}")
     ckpt = _read_checkpoint(ckpt_path)
+    presto = ckpt["cropssl"]["method"] == PRESTO_METHOD
+    if presto:  # the published weights: no training state to continue (use start.source=presto)
+        from cropssl.evaluation.encoders import presto_path
+
+        ckpt_path = presto_path(None if str(ckpt_path) == "presto" else ckpt_path)
+        continue_bundle = False
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     meta = ckpt["cropssl"]
@@ -692,7 +756,7 @@ def export_encoder(
     global_step = ckpt.get("global_step")
     all_metrics: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for k, v in _logged_metrics(ckpt_path, global_step).items():
+    for k, v in ({} if presto else _logged_metrics(ckpt_path, global_step)).items():
         all_metrics[k] = v["value"]
         sources[k] = f"metrics.csv, step {v['step']}"
     for k, v in _callback_metrics(ckpt).items():
@@ -782,6 +846,22 @@ def export_encoder(
                 warnings.warn(msg, stacklevel=2)
                 print(f"WARNING: {msg}", file=sys.stderr)
 
+        if "onnx-int8" in formats:
+            try:
+                if "onnx" not in written:
+                    raise RuntimeError(
+                        "needs the fp32 ONNX model (--format onnx,onnx-int8), which was not written"
+                    )
+                verification["onnx-int8"] = _export_int8(tmp, wrapper, encoder)
+                files.append(FORMAT_FILES["onnx-int8"])
+                written.append("onnx-int8")
+            except Exception as exc:
+                (tmp / FORMAT_FILES["onnx-int8"]).unlink(missing_ok=True)
+                failed["onnx-int8"] = str(exc)
+                msg = f"int8 ONNX export failed, {FORMAT_FILES['onnx-int8']} not written: {exc}"
+                warnings.warn(msg, stacklevel=2)
+                print(f"WARNING: {msg}", file=sys.stderr)
+
         continue_info: dict[str, Any] | None = None
         if continue_bundle:
             full = {k: v.detach().contiguous().clone() for k, v in state.items() if isinstance(v, Tensor)}
@@ -808,7 +888,7 @@ def export_encoder(
             files.append(CONTINUE_FILE)
 
         parent = {
-            "kind": "checkpoint",
+            "kind": "presto" if presto else "checkpoint",
             "path": str(ckpt_path.resolve()),
             "sha256": sha,
             "global_step": global_step,

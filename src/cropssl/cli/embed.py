@@ -102,6 +102,7 @@ def embed_inputs(
     timesteps: int | None = None,
     progress: bool = True,
     min_valid_steps: int = 1,
+    backend: str = "torch",
 ) -> dict[str, Any]:
     """Embed every sample of ``inputs`` with the exported encoder in ``encoder_dir`` and write ``out``.
 
@@ -115,6 +116,7 @@ def embed_inputs(
         progress: Show a tqdm progress bar (stderr).
         min_valid_steps: Fewest timesteps with Sentinel-1/2 data a sample needs; others get NaN embeddings
             and ``valid = false`` (no-data stays no-data).
+        backend: ``torch``, ``onnx``, ``onnx-int8`` or ``auto`` (see :mod:`cropssl.backends`).
 
     Returns:
         A summary: ``n``, ``n_nodata``, ``dim``, ``out``, ``ids`` (sidecar path or None), ``seconds``,
@@ -140,7 +142,7 @@ def embed_inputs(
         raise EmbedError(f"--batch-size must be >= 1, got {batch_size}")
     if not inputs:
         raise EmbedError("no inputs given")
-    encoder = load_encoder(encoder_dir)
+    encoder = load_encoder(encoder_dir, backend=backend)
     config: dict[str, Any] = encoder.export_config  # type: ignore[assignment]
     enc_bands = list((config.get("inputs") or {}).get("bands") or BANDS)
     if enc_bands != list(BANDS):
@@ -248,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="fewest timesteps with Sentinel-1/2 data a sample needs (else NaN embedding, valid=false)",
     )
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx", "onnx-int8"],
+        default="torch",
+        help="inference backend (default torch = eager; auto = the fastest the export dir holds)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -255,7 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cropssl-embed``; returns the exit code (2 on errors)."""
     args = build_parser().parse_args(argv)
+    from cropssl.backends import BackendError
     from cropssl.data.ingest import InputFormatError
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from cropssl.data.shards import ShardError
     from cropssl.io.atomic import OutputError
 
@@ -268,8 +283,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             timesteps=args.timesteps,
             progress=not args.quiet,
             min_valid_steps=args.min_valid_steps,
+            backend=args.backend,
         )
-    except (EmbedError, InputFormatError, ShardError, FileNotFoundError, ValueError, OutputError) as exc:
+    except (
+        EmbedError,
+        InputFormatError,
+        ShardError,
+        FileNotFoundError,
+        ValueError,
+        OutputError,
+        BackendError,
+    ) as exc:
         print(f"cropssl-embed: error: {exc}", file=sys.stderr)
         return 2
     extra = f" (ids in {summary['ids']})" if summary["ids"] else ""

@@ -1,0 +1,191 @@
+"""Inference backends of an exported encoder: eager PyTorch, ONNX Runtime (fp32) and ONNX Runtime int8.
+
+:func:`load_backend` gives an object that embeds a :class:`~cropssl.schema.Batch` like the eager encoder
+(``backend(batch) -> [B, d]`` tensor), whatever runs underneath:
+
+* ``torch``: the eager :class:`~cropssl.encoder.PixelTimeSeriesEncoder` (drops missing tokens per batch);
+* ``onnx``: ``encoder.onnx`` in ONNX Runtime (fp32; verified against eager at export, 1e-4);
+* ``onnx-int8``: ``encoder.int8.onnx``, weights and activations of the linear layers in int8 (ONNX
+  Runtime's dynamic quantisation, ``cropssl-export --format onnx-int8``; its agreement with fp32 is
+  measured at export and written in the model card);
+* ``auto``: the fastest of those the export directory holds and this machine can run (int8 if it passed
+  its check at export, then ONNX, then eager), saying why it fell back.
+
+Only torch, safetensors and (for ONNX) onnxruntime are needed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cropssl.schema import DW_MISSING, Batch
+
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+ONNX_FILE = "encoder.onnx"
+INT8_FILE = "encoder.int8.onnx"
+INPUT_NAMES = ("x", "mask", "month", "latlon", "dynamic_world")
+#: Smallest cosine similarity to the fp32 encoder an int8 model must reach at export to be used by auto.
+INT8_MIN_COSINE = 0.995
+
+
+class BackendError(ValueError):
+    """A backend cannot be used with this export directory (the message names the command that adds it)."""
+
+
+class OnnxEncoder:
+    """An ONNX Runtime session with the encoder's call signature (``encoder(batch) -> [B, d]``).
+
+    Args:
+        path: The ``.onnx`` file.
+        config: The export's ``config.json``.
+        threads: Intra-op threads (default: torch's thread count, so backends compare at equal threads).
+
+    """
+
+    def __init__(self, path: Path, config: dict[str, Any], threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        threads = int(threads or torch.get_num_threads())
+        cores = os.cpu_count() or 1
+        if threads > cores:
+            import warnings
+
+            warnings.warn(
+                f"{threads} threads on a machine with {cores} cores: they compete for the cores and run "
+                f"slower; use at most {cores}",
+                stacklevel=2,
+            )
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        enc = dict(config.get("encoder_config") or config["encoder"])
+        self.embed_dim = int(enc["d"])
+        self.max_T = int(enc.get("max_T", 72))
+        self.export_config = config
+        self.path = path
+
+    def __call__(self, batch: Batch) -> torch.Tensor:
+        """Embed a normalised batch.
+
+        Raises:
+            BackendError: the batch has more timesteps than the exported model accepts.
+
+        """
+        if batch.x.shape[1] > self.max_T:
+            raise BackendError(
+                f"{self.path} accepts at most T={self.max_T} timesteps, got {batch.x.shape[1]}; export an "
+                "encoder with a larger max_T"
+            )
+        dw = (
+            batch.dynamic_world
+            if batch.dynamic_world is not None
+            else torch.full(batch.month.shape, DW_MISSING)
+        )
+        feeds = {
+            "x": batch.x.float().numpy(),
+            "mask": batch.mask.bool().numpy(),
+            "month": batch.month.long().numpy(),
+            "latlon": batch.latlon.float().numpy(),
+            "dynamic_world": dw.long().numpy(),
+        }
+        return torch.from_numpy(np.asarray(self.session.run(None, feeds)[0]))
+
+    def eval(self) -> OnnxEncoder:
+        """No-op (API parity with the eager encoder)."""
+        return self
+
+
+def _available(d: Path, backend: str, config: dict[str, Any]) -> str | None:
+    """Why ``backend`` cannot be used from ``d`` (None if it can)."""
+    if backend == "torch":
+        return None
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "onnxruntime is not installed (pip install onnxruntime)"
+    file = ONNX_FILE if backend == "onnx" else INT8_FILE
+    if not (d / file).exists():
+        fmt = "onnx" if backend == "onnx" else "onnx,onnx-int8"
+        return f"{d} has no {file}; add it with `cropssl-export SOURCE --out {d} --format {fmt} --overwrite`"
+    if backend == "onnx-int8":
+        cos = ((config.get("verification") or {}).get("onnx-int8") or {}).get("min_cosine")
+        if cos is not None and cos < INT8_MIN_COSINE:
+            return f"its int8 model reached cosine {cos:.4f} < {INT8_MIN_COSINE} to fp32 at export"
+    return None
+
+
+def load_backend(path: str | os.PathLike[str], backend: str = "torch", threads: int | None = None) -> Any:
+    """The encoder of an export directory on a backend (see the module docstring).
+
+    Args:
+        path: Export directory (``cropssl-export``).
+        backend: ``auto``, ``torch``, ``onnx`` or ``onnx-int8``.
+        threads: ONNX Runtime intra-op threads (default torch's).
+
+    Returns:
+        An object with ``__call__(batch) -> [B, d]``, ``embed_dim``, ``max_T``, ``export_config`` and
+        ``backend`` (the backend actually used).
+
+    Raises:
+        BackendError: an unknown backend, or one the directory / machine cannot provide (naming the export
+            command that adds it).
+
+    """
+    from cropssl.export import load_encoder, read_export_config
+
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; choose from {list(BACKENDS)}")
+    d = Path(path)
+    config = read_export_config(d)
+    if backend == "auto":
+        reasons = []
+        for candidate in ("onnx-int8", "onnx"):
+            why = _available(d, candidate, config)
+            if why is None:
+                backend = candidate
+                break
+            reasons.append(f"{candidate}: {why}")
+        else:
+            backend = "torch"
+            print(f"backend auto: eager PyTorch ({'; '.join(reasons)})", file=sys.stderr)
+    else:
+        why = _available(d, backend, config)
+        if why is not None:
+            raise BackendError(f"backend {backend} unavailable: {why}")
+    if backend == "torch":
+        enc = load_encoder(d)
+    else:
+        enc = OnnxEncoder(d / (ONNX_FILE if backend == "onnx" else INT8_FILE), config, threads)
+    enc.backend = backend  # type: ignore[attr-defined]
+    return enc
+
+
+def quantize_int8(onnx_path: Path, out_path: Path) -> None:
+    """Dynamic int8 quantisation of an fp32 ONNX encoder (linear layers / MatMuls; ONNX Runtime's tools)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser warns about every integer tensor it (rightly) skips
+    try:
+        quantize_dynamic(str(onnx_path), str(out_path), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+
+
+def cosine_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Smallest per-row cosine similarity between two ``[N, d]`` embedding matrices."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    num = (a * b).sum(1)
+    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float((num / np.maximum(den, 1e-12)).min())

@@ -1,0 +1,115 @@
+"""Inference backends of an exported Presto encoder against the official Presto reference embeddings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import cropssl
+from cropssl.backends import BackendError, cosine_agreement
+from cropssl.cli.embed import main as embed_main
+from cropssl.export import export_encoder
+from cropssl.schema import Batch
+from tests.conftest import PRESTO, REAL_FILES, require_shared
+
+REFERENCE = PRESTO / "reference_embeddings.npz"
+
+
+@pytest.fixture(scope="module")
+def presto_export(tmp_path_factory):
+    require_shared(PRESTO / "default_model.pt", REFERENCE)
+    out = tmp_path_factory.mktemp("presto") / "presto"
+    export_encoder("presto", out, formats=["safetensors", "onnx", "onnx-int8"])
+    return out
+
+
+def _reference_batch() -> tuple[Batch, np.ndarray]:
+    ref = np.load(REFERENCE)
+    batch = Batch(
+        x=torch.from_numpy(ref["x_normalized"]).float(),
+        mask=torch.from_numpy(ref["mask"] > 0),
+        month=(torch.from_numpy(ref["start_month"]).long()[:, None] + torch.arange(12)) % 12,
+        latlon=torch.from_numpy(ref["latlon"]).float(),
+        dynamic_world=torch.from_numpy(ref["dynamic_world"]).long(),
+        label=torch.full((len(ref["embedding"]),), -1),
+    )
+    return batch.replace(x=batch.x.masked_fill(batch.mask, 0.0)), ref["embedding"]
+
+
+def test_presto_export_and_every_backend_reproduce_the_official_embeddings(presto_export):
+    batch, expected = _reference_batch()
+    config = json.loads((presto_export / "config.json").read_text())
+    assert (
+        config["ssl_method"] == "presto (published weights)"
+        and config["parent_checkpoint"]["kind"] == "presto"
+    )
+    assert config["continue"] is None and "onnx-int8" in config["formats"]
+    assert "int8" in (presto_export / "README.md").read_text()
+    out = {}
+    for backend in ("torch", "onnx", "onnx-int8", "auto"):
+        enc = cropssl.load_encoder(presto_export, backend=backend)
+        with torch.inference_mode():
+            out[backend] = enc(batch).numpy()
+        assert enc.backend == ("onnx-int8" if backend == "auto" else backend)
+    np.testing.assert_allclose(out["torch"], expected, atol=1e-4)  # the official Presto encoder's output
+    np.testing.assert_allclose(out["onnx"], expected, atol=1e-4)
+    assert cosine_agreement(out["onnx-int8"], expected) >= 0.995
+    np.testing.assert_array_equal(out["auto"], out["onnx-int8"])
+
+
+def test_auto_falls_back_and_a_missing_backend_names_the_export_command(presto_export, tmp_path, capsys):
+    lean = tmp_path / "lean"
+    shutil.copytree(presto_export, lean)
+    (lean / "encoder.int8.onnx").unlink()
+    assert cropssl.load_encoder(lean, backend="auto").backend == "onnx"
+    (lean / "encoder.onnx").unlink()
+    enc = cropssl.load_encoder(lean, backend="auto")
+    assert enc.backend == "torch" and "backend auto: eager PyTorch" in capsys.readouterr().err
+    with pytest.raises(
+        BackendError, match=r"no encoder\.int8\.onnx.*cropssl-export .* --format onnx,onnx-int8"
+    ):
+        cropssl.load_encoder(lean, backend="onnx-int8")
+    with pytest.raises(BackendError, match="unknown backend 'gpu'"):
+        cropssl.load_encoder(lean, backend="gpu")
+    # an int8 model that failed its check at export is not picked by auto
+    shutil.copy(presto_export / "encoder.int8.onnx", lean / "encoder.int8.onnx")
+    shutil.copy(presto_export / "encoder.onnx", lean / "encoder.onnx")
+    cfg = json.loads((lean / "config.json").read_text())
+    cfg["verification"]["onnx-int8"]["min_cosine"] = 0.9
+    (lean / "config.json").write_text(json.dumps(cfg))
+    assert cropssl.load_encoder(lean, backend="auto").backend == "onnx"
+
+
+def test_backend_limits_timesteps_and_warns_about_threads(presto_export):
+    batch, _ = _reference_batch()
+    enc = cropssl.load_encoder(presto_export, backend="onnx")
+    long = batch.replace(
+        x=batch.x.repeat(1, 7, 1), mask=batch.mask.repeat(1, 7, 1), month=batch.month.repeat(1, 7),
+        dynamic_world=batch.dynamic_world.repeat(1, 7),
+    )  # fmt: skip
+    with pytest.raises(BackendError, match="at most T=72"):
+        enc(long)
+    from cropssl.backends import load_backend
+
+    import os
+
+    with pytest.warns(UserWarning, match="threads on a machine with"):
+        load_backend(presto_export, "onnx", threads=(os.cpu_count() or 1) + 1)
+
+
+def test_embed_cli_backends_agree(presto_export, tmp_path):
+    require_shared(REAL_FILES["wide"])
+    import pandas as pd
+
+    for backend in ("torch", "onnx-int8"):
+        out = tmp_path / f"{backend}.parquet"
+        args = ["--encoder", str(presto_export), str(REAL_FILES["wide"]), "--out", str(out), "--quiet"]
+        assert embed_main([*args, "--backend", backend]) == 0
+    a = pd.read_parquet(tmp_path / "torch.parquet")
+    b = pd.read_parquet(tmp_path / "onnx-int8.parquet")
+    cols = [f"emb_{j}" for j in range(128)]
+    assert cosine_agreement(a[cols].to_numpy(), b[cols].to_numpy()) >= 0.995

@@ -93,9 +93,9 @@ def test_backend_limits_timesteps_and_warns_about_threads(presto_export):
     )  # fmt: skip
     with pytest.raises(BackendError, match="at most T=72"):
         enc(long)
-    from cropssl.backends import load_backend
-
     import os
+
+    from cropssl.backends import load_backend
 
     with pytest.warns(UserWarning, match="threads on a machine with"):
         load_backend(presto_export, "onnx", threads=(os.cpu_count() or 1) + 1)

@@ -147,6 +147,91 @@ def bench_train(batch_size: int, T: int, rounds: int, steps: int, methods: bool 
     return out
 
 
+# ---------------------------------------------------------------------------------------------- inference
+def official_encoder(presto_mod: object) -> torch.nn.Module:
+    """The official encoder with the published weights (eval mode)."""
+    model = presto_mod.Presto.construct()  # type: ignore[attr-defined]
+    model.load_state_dict(torch.load(PRESTO_DIR / "default_model.pt", map_location="cpu", weights_only=True))
+    return model.encoder.eval()
+
+
+def reference_batch(n: int) -> tuple[object, torch.Tensor]:
+    """``n`` pixels cycled from Presto's 48 real reference pixels (their real missing-value masks)."""
+    import numpy as np
+
+    from cropssl.schema import Batch
+
+    ref = np.load(PRESTO_DIR / "reference_embeddings.npz")
+    idx = np.arange(n) % len(ref["embedding"])
+    mask = torch.from_numpy(ref["mask"][idx] > 0)
+    batch = Batch(
+        x=torch.from_numpy(ref["x_normalized"][idx]).float().masked_fill(mask, 0.0),
+        mask=mask,
+        month=(torch.from_numpy(ref["start_month"][idx]).long()[:, None] + torch.arange(12)) % 12,
+        latlon=torch.from_numpy(ref["latlon"][idx]).float(),
+        dynamic_world=torch.from_numpy(ref["dynamic_world"][idx]).long(),
+        label=torch.full((n,), -1),
+    )
+    return batch, torch.from_numpy(ref["embedding"][idx])
+
+
+def bench_inference(batch_size: int, rounds: int, export_dir: Path | None) -> dict[str, str]:
+    """Embedding px/s of the official encoder and every cropssl backend, dense and with real masks."""
+    from cropssl.backends import cosine_agreement
+    from cropssl.export import export_encoder, load_encoder
+
+    presto_mod = official_presto()
+    if export_dir is None or not (export_dir / "config.json").exists():
+        export_dir = Path("/tmp/cropssl_bench_presto_export")
+        export_encoder("presto", export_dir, formats=["safetensors", "onnx", "onnx-int8"], overwrite=True)
+    backends = {b: load_encoder(export_dir, backend=b) for b in ("torch", "onnx", "onnx-int8")}
+    dense = dense_batch(batch_size, 12)
+    real, real_ref = reference_batch(batch_size)
+    rows: dict[str, str] = {}
+    for label, batch in (("dense", dense), ("real masks", real)):
+        contenders: dict[str, Callable[[], object]] = {}
+        if presto_mod is not None:
+            official = official_encoder(presto_mod)
+            if label == "dense":
+
+                def run_official(b=batch, enc=official) -> torch.Tensor:
+                    return enc(
+                        b.x, b.dynamic_world, b.latlon, mask=b.mask.float(), month=b.month, eval_task=True
+                    )
+            else:  # varying missing tokens: the official mask_tokens needs one sample at a time
+
+                def run_official(b=batch, enc=official) -> torch.Tensor:
+                    return torch.cat([
+                        enc(b.x[i : i + 1], b.dynamic_world[i : i + 1], b.latlon[i : i + 1],
+                            mask=b.mask[i : i + 1].float(), month=b.month[i : i + 1], eval_task=True)
+                        for i in range(len(b))
+                    ])  # fmt: skip
+
+            contenders["official Presto encoder"] = run_official
+        for name, enc in backends.items():
+            contenders[f"cropssl {name}"] = lambda b=batch, e=enc: e(b)
+        outs = {}
+        with torch.inference_mode():
+            for name, fn in contenders.items():
+                outs[name] = torch.as_tensor(fn()).float()
+            times = interleaved(contenders, rounds, 1)
+        ref = outs.get("official Presto encoder", backends["torch"](batch))
+        base = times.get("official Presto encoder")
+        for name, ts in times.items():
+            rate = batch_size / statistics.median(ts)
+            line = f"{rate:,.0f} px/s"
+            if base is not None and name != "official Presto encoder":
+                ratios = sorted(r / t for r, t in zip(base, ts, strict=True))
+                line += f" = {statistics.median(ratios):.2f}x official"
+            if name != "official Presto encoder":
+                line += f", min cosine to official {cosine_agreement(outs[name].numpy(), ref.numpy()):.5f}"
+            rows[f"embed ({label}): {name}"] = line
+        if label == "real masks":
+            cos = cosine_agreement(outs["cropssl torch"].numpy(), real_ref.numpy())
+            rows["embed (real masks): cropssl torch vs reference_embeddings.npz"] = f"min cosine {cos:.6f}"
+    return rows
+
+
 def main() -> None:
     """Print the table."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -156,13 +241,23 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="steps per contender and round")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-methods", action="store_true", help="MAE only (skip the other methods' steps)")
+    p.add_argument("--part", choices=["train", "inference", "all"], default="all")
+    p.add_argument("--embed-batch-size", type=int, default=256)
+    p.add_argument("--export-dir", default=None, help="an export of Presto (default: exported here, in /tmp)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(
         f"batch {args.batch_size}, T={args.timesteps}, {args.threads} threads, {args.rounds} interleaved "
         f"rounds of {args.steps} steps, mask ratio 0.75, dense inputs, no Dynamic World"
     )
-    rows = bench_train(args.batch_size, args.timesteps, args.rounds, args.steps, not args.no_methods)
+    rows: dict[str, str] = {}
+    if args.part in ("train", "all"):
+        rows.update(
+            bench_train(args.batch_size, args.timesteps, args.rounds, args.steps, not args.no_methods)
+        )
+    if args.part in ("inference", "all"):
+        export = Path(args.export_dir) if args.export_dir else None
+        rows.update(bench_inference(args.embed_batch_size, args.rounds, export))
     width = max(len(k) for k in rows)
     for k, v in rows.items():
         print(f"{k:<{width}}  {v}")

@@ -171,6 +171,10 @@ def test_evaluate_real_data_geographic_split(tiny_export, tmp_path):
         assert n in md, n
     for png in ("per_class_f1.png", "confusion_matrices.png", "frontier_macs.png", "frontier_px_per_s.png"):
         assert (tmp_path / png).stat().st_size > 5000
+    # the self-checks are in results.json and at the top of the report (this test fold is small)
+    checks = {c["check"] for c in doc["checks"]}
+    assert "small_test_fold" in checks and doc["split"]["overlap"]["country"]["shared"] == 0
+    assert md.index("Read these before the scores") < md.index("## Summary")
 
 
 def test_labels_are_decided_on_train(tmp_path):

@@ -265,6 +265,11 @@ def split_report(data: PreparedData, samples: PixelSamples | None = None) -> dic
     for f in counts:
         counts[f]["(unseen class)"] = int(((sp.fold == f) & (data.y < 0)).sum())
     out: dict[str, Any] = {"info": sp.info, "fold_sizes": sp.counts(), "class_counts": counts}
+    from cropssl.evaluation.checks import REGION_KEYS, overlap_of
+
+    out["overlap"] = overlap_of(
+        sp.fold, {**{k: s.meta[k] for k in REGION_KEYS if k in s.meta}, "year": s.year.astype(str)}
+    )
     info = sp.info or {}
     key = info.get("key") or ("year" if info.get("kind") == "temporal" else None)
     if key is not None:
@@ -932,6 +937,9 @@ def evaluate(
             "plots": dict(PLOTS),
             "n_test": int(te.sum()),
         }
+        from cropssl.evaluation.checks import report_checks
+
+        doc["checks"] = report_checks(doc)
         doc = _jsonable(doc)
         write_report(doc, out)
         return doc
@@ -1228,6 +1236,11 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         + "."
     )
     L.append("")
+    if doc.get("checks"):
+        L.append("> **Read these before the scores** (self-checks of this evaluation):")
+        L.append(">")
+        L += [f"> - **{c['check']}**: {c['message']}" for c in doc["checks"]]
+        L.append("")
     # ---- summary
     L += ["## Summary", ""]
     if res:
@@ -1344,8 +1357,13 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     L.append("")
     L += ["### Labels", ""]
     L.append(
-        f"- Classes (decided on the train + val folds, `min_count={doc['labels']['min_count']}`): "
-        + ", ".join(f"{c} ({lab['class_counts'].get(c, 0)})" for c in classes)
+        f"- Classes (decided on the train + val folds, `min_count={doc['labels']['min_count']}`; samples in "
+        "train + val / test): "
+        + ", ".join(
+            f"{c} ({sp['class_counts']['train'].get(c, 0) + sp['class_counts']['val'].get(c, 0)} / "
+            f"{sp['class_counts']['test'].get(c, 0)})"
+            for c in classes
+        )
         + "."
     )
     L.append(
@@ -1419,8 +1437,17 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
             L.append("")
     # ---- per class
     L += ["### Per-class F1", ""]
-    rows = [[r["name"], *[f"{r['metrics']['per_class'][c]['f1']:.2f}" for c in classes]] for r in res]
     support = [res[0]["metrics"]["per_class"][c]["support"] for c in classes] if res else []
+    rows = [
+        [
+            r["name"],
+            *[
+                f"{r['metrics']['per_class'][c]['f1']:.2f}" if n else "absent"
+                for c, n in zip(classes, support)
+            ],
+        ]
+        for r in res
+    ]
     L += _table(["method", *[f"{c} (n={n})" for c, n in zip(classes, support)]], rows)
     L.append("")
     L.append(f"![per-class F1]({PLOTS['per_class_f1']})")

@@ -442,6 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fewest timesteps with Sentinel-1/2 data a pixel needs to get a class (else no-data; default 1)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument(
+        "--area-km2",
+        type=float,
+        default=580_000,
+        help="area whose mapping cost to print, km² at 10 m (default 580,000: Kenya, 5.8e9 px)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -476,8 +482,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"wrote {summary['out']} ({summary['shape'][0]} x {summary['shape'][1]}, {summary['n_pixels']} px in "
         f"{summary['seconds']:.1f} s, {summary['px_per_s']:.0f} px/s) and {summary['png']}; classes "
-        f"{summary['class_counts']}"
+        f"{summary['class_counts']}; no-data {summary['n_nodata']} px"
     )
+    if summary["px_per_s"] and summary["px_per_s"] != float("inf"):
+        import torch
+
+        from cropssl.evaluation.report import map_core_hours
+
+        threads = torch.get_num_threads()
+        area = args.area_km2 * 1e4
+        hours = map_core_hours(area, summary["px_per_s"], threads)
+        print(
+            f"cost of a map at this speed ({threads} thread(s)): {hours:.3g} core-hours for "
+            f"{args.area_km2:g} km² at 10 m ({area:.3g} px)"
+        )
     return 0
 
 

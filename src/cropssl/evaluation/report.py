@@ -487,6 +487,11 @@ def _threads(n: int | None) -> Any:
     return threadpool_limits(int(n))
 
 
+def map_core_hours(pixels: float, px_per_s: float, threads: int = 1) -> float:
+    """CPU core-hours to embed ``pixels`` at ``px_per_s`` measured with ``threads`` threads."""
+    return pixels / px_per_s * threads / 3600
+
+
 def write_partial_report(out: Path, results: list[dict[str, Any]], total: int, title: str | None) -> None:
     """Write ``report.md`` marked INCOMPLETE with the results so far (the full report replaces it).
 
@@ -1418,6 +1423,25 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         ["#", "method", "macro F1", f"{conf}% CI", "accuracy", "MACs/px", "px/s", "fit s", "vs best"], rows
     )
     L.append("")
+    threads = doc["environment"].get("torch_threads", 1)
+    costs = {e["name"]: (e.get("cost") or {}).get("px_per_s") for e in doc["encoders"]}
+    if any(costs.values()):
+        L += ["### Cost of a map", ""]
+        L.append(
+            f"CPU core-hours to embed every 10 m pixel of an area at the measured speed ({threads} "
+            "thread(s), eager PyTorch; `experiments/benchmarks/vs_presto.py` measures the other backends): "
+            "1 km² = 10,000 px, Kenya = 5.8e9 px."
+        )
+        L.append("")
+        L += _table(
+            ["encoder", "px/s", "core-s per km²", "core-hours, Kenya"],
+            [
+                [n, _fmt(v, 0), _fmt(1e4 / v * threads, 2), _fmt(map_core_hours(5.8e9, v, threads), 0)]
+                for n, v in costs.items()
+                if v
+            ],
+        )
+        L.append("")
     if sig.get("vs_best"):
         L += ["### Which differences are significant", ""]
         L.append(

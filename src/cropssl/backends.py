@@ -98,8 +98,14 @@ class OnnxEncoder:
         }
         return torch.from_numpy(np.asarray(self.session.run(None, feeds)[0]))
 
+    training = False
+
     def eval(self) -> OnnxEncoder:
         """No-op (API parity with the eager encoder)."""
+        return self
+
+    def train(self, mode: bool = True) -> OnnxEncoder:
+        """No-op (an ONNX model has no training mode)."""
         return self
 
 

@@ -223,3 +223,21 @@ def test_nodata_pixels_stay_nodata(run, small_cube, tmp_path, capsys):
     with xr.open_dataset(tmp_path / "f.nc", engine="h5netcdf") as m:
         assert (m["class"].values == -1).all()
     assert not list(tmp_path.glob(".*.tmp*"))
+
+
+def test_onnx_backend_maps_like_eager(run, small_cube, tmp_path, capsys):
+    """--backend onnx on the head's encoder, exported again with ONNX (same weights): the same map."""
+    from cropssl.export import export_encoder
+
+    enc_dir = tmp_path / "enc-onnx"
+    ckpt = run["encoder"].parent / f".{run['encoder'].name}.ckpt"  # the checkpoint export_tiny exported
+    export_encoder(ckpt, enc_dir, formats=["safetensors", "onnx"], continue_bundle=False)
+    args = ("--encoder", str(enc_dir))
+    assert _predict(run, "tiny-enc + logreg", small_cube, tmp_path / "a.nc", *args) == 0
+    assert _predict(run, "tiny-enc + logreg", small_cube, tmp_path / "b.nc", *args, "--backend", "onnx") == 0
+    assert "core-hours for 580000 km²" in capsys.readouterr().out
+    with xr.open_dataset(tmp_path / "a.nc", engine="h5netcdf") as a, xr.open_dataset(tmp_path / "b.nc") as b:
+        np.testing.assert_array_equal(a["class"].values, b["class"].values)
+        np.testing.assert_allclose(a["probability"].values, b["probability"].values, atol=1e-4)
+        assert "backend onnx" in b.attrs["encoder"]
+    assert _predict(run, "tiny-enc + finetune", small_cube, tmp_path / "c.nc", "--backend", "onnx") == 2

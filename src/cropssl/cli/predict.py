@@ -243,6 +243,7 @@ def predict_cube(
     min_valid_steps: int = 1,
     window: tuple[str, str] | None = None,
     season_end_month: int | None = None,
+    backend: str = "torch",
 ) -> dict[str, Any]:
     """Classify every pixel of a NetCDF cube with a saved head; write the map (NetCDF + PNG).
 
@@ -262,6 +263,7 @@ def predict_cube(
         min_valid_steps: Fewest S1/S2-observed timesteps a pixel needs to get a class.
         window: ``(start, end)`` months ``YYYY-MM`` of the window (default: the cube's middle months).
         season_end_month: End the window on this calendar month instead (1-12).
+        backend: ``torch`` (eager), ``onnx``, ``onnx-int8`` or ``auto`` for an export-dir ``encoder``.
 
     Returns:
         A summary (``n_pixels``, ``n_nodata``, ``shape``, ``class_counts``, ``window``, ``seconds``,
@@ -289,7 +291,20 @@ def predict_cube(
     if detect_format(input_path) != "cube":
         raise PredictError(f"input {input_path} is not a NetCDF cube (t, y, x); cropssl-predict maps cubes")
     enc, enc_desc = resolve_head_encoder(head, encoder)
-    needed = head_bands(head, enc)
+    if backend != "torch":
+        from cropssl.backends import load_backend
+
+        if not (encoder and Path(encoder).is_dir()) or head.get("encoder_state") is not None:
+            raise PredictError(
+                f"--backend {backend} runs an export directory: pass the head's encoder as --encoder "
+                "EXPORT_DIR (fine-tuned and random encoders live in the head and run eagerly)"
+            )
+        fast = load_backend(encoder, backend)
+        needed_from = enc  # bands / T are checked on the eager encoder (same architecture)
+        enc_desc += f", backend {fast.backend}"
+    else:
+        fast = needed_from = enc
+    needed = head_bands(head, needed_from)
     missing = check_cube_bands(input_path, needed, allow_missing_bands)
     timesteps = int(head.get("timesteps", 12))
     if enc is not None and timesteps > enc.max_T:
@@ -328,7 +343,7 @@ def predict_cube(
     with tqdm(total=len(samples), unit="px", desc="predicting", disable=not progress, file=sys.stderr) as bar:
         for i in range(0, len(samples), batch_size):
             chunk = samples.select(slice(i, i + batch_size))
-            p = head_proba(head, enc, chunk)
+            p = head_proba(head, fast, chunk)
             r, c = rc[i : i + len(chunk), 0], rc[i : i + len(chunk), 1]
             proba[:, r, c] = p.T.astype(np.float32)
             cls[r, c] = p.argmax(axis=1).astype(np.int16)
@@ -432,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="predict even if the cube lacks bands the head was fitted with (they are masked as missing)",
     )
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx", "onnx-int8"],
+        default="torch",
+        help="inference backend of an export-dir --encoder (default torch = eager)",
+    )
     p.add_argument("--start", default=None, help="first month of the window, YYYY-MM (with --end)")
     p.add_argument("--end", default=None, help="last month of the window, YYYY-MM (with --start)")
     p.add_argument("--season-end-month", type=int, default=None, help="end the window on this month (1-12)")
@@ -475,6 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             min_valid_steps=args.min_valid_steps,
             window=(args.start, args.end) if args.start or args.end else None,
             season_end_month=args.season_end_month,
+            backend=args.backend,
         )
     except (PredictError, InputFormatError, FileNotFoundError, ValueError, OutputError) as exc:
         print(f"cropssl-predict: error: {exc}", file=sys.stderr)

@@ -38,7 +38,7 @@ def test_every_config_option_composes_and_passes_the_strict_checks(group, option
 
 def test_every_method_has_a_config_and_dino_brings_its_views():
     methods = {p.stem for p in (CONFIG_DIR / "method").glob("*.yaml")}
-    assert methods == {"mae", "simclr", "mocov3", "byol", "dino", "barlow", "vicreg"}
+    assert methods == {"mae", "simclr", "mocov3", "byol", "dino", "barlow", "vicreg", "distill"}
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         assert compose("pretrain", overrides=["method=dino"]).augment.n_local == 4
         assert compose("pretrain", overrides=["method=simclr"]).augment.n_local == 0

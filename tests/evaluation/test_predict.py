@@ -241,3 +241,30 @@ def test_onnx_backend_maps_like_eager(run, small_cube, tmp_path, capsys):
         np.testing.assert_allclose(a["probability"].values, b["probability"].values, atol=1e-4)
         assert "backend onnx" in b.attrs["encoder"]
     assert _predict(run, "tiny-enc + finetune", small_cube, tmp_path / "c.nc", "--backend", "onnx") == 2
+
+
+def test_map_agreement_with_a_reference_layer_in_the_cube(run, small_cube, tmp_path, capsys):
+    """A reference product built from the map itself: flipped pixels and 255 no-data, agreement by hand."""
+    assert _predict(run, "tiny-enc + logreg", small_cube, tmp_path / "a.nc") == 0
+    with xr.open_dataset(tmp_path / "a.nc", engine="h5netcdf") as m:
+        cls = m["class"].values.astype(int)
+        names = json.loads(m.attrs["class_names"])
+    crops = names.index("temporary_crops") if "temporary_crops" in names else 0
+    ref = np.where(cls == crops, 100, 0).astype(np.uint8)
+    ref[0, :4] = 255  # four no-data pixels
+    ref[5, 3] = 100 if ref[5, 3] == 0 else 0  # one flipped pixel
+    product = tmp_path / "product.nc"
+    with xr.open_dataset(small_cube, engine="h5netcdf") as ds:
+        xr.Dataset({"classification": (("y", "x"), ref)}, coords={"y": ds["y"], "x": ds["x"]}).to_netcdf(
+            product
+        )
+    args = ("--reference", f"{product}:classification", "--reference-classes", "100=temporary_crops,0=other")
+    assert _predict(run, "tiny-enc + logreg", small_cube, tmp_path / "b.nc", *args) == 0
+    agreement = json.loads((tmp_path / "b.agreement.json").read_text())
+    assert agreement["n_excluded_reference"] == {"255": 4} and agreement["n_compared"] == 13 * 9 - 4
+    assert agreement["overall_accuracy"] == pytest.approx((13 * 9 - 4 - 1) / (13 * 9 - 4))
+    assert (tmp_path / "b.difference.png").stat().st_size > 1000
+    assert "overall accuracy" in capsys.readouterr().out
+    assert _predict(run, "tiny-enc + logreg", small_cube, tmp_path / "c.nc", "--reference", f"{product}:nope",
+                    "--reference-classes", "1=a") == 2  # fmt: skip
+    assert "has no variable 'nope'" in capsys.readouterr().err

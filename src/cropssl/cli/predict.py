@@ -244,6 +244,8 @@ def predict_cube(
     window: tuple[str, str] | None = None,
     season_end_month: int | None = None,
     backend: str = "torch",
+    reference: str | None = None,
+    reference_classes: str | None = None,
 ) -> dict[str, Any]:
     """Classify every pixel of a NetCDF cube with a saved head; write the map (NetCDF + PNG).
 
@@ -264,6 +266,9 @@ def predict_cube(
         window: ``(start, end)`` months ``YYYY-MM`` of the window (default: the cube's middle months).
         season_end_month: End the window on this calendar month instead (1-12).
         backend: ``torch`` (eager), ``onnx``, ``onnx-int8`` or ``auto`` for an export-dir ``encoder``.
+        reference: ``PATH:VARIABLE`` of a reference product layer on the cube's grid to compare the map with
+            (:mod:`cropssl.evaluation.agreement`; writes ``OUT.agreement.json`` and ``OUT.difference.png``).
+        reference_classes: ``CODE=NAME,...`` of the reference layer (codes not listed are excluded).
 
     Returns:
         A summary (``n_pixels``, ``n_nodata``, ``shape``, ``class_counts``, ``window``, ``seconds``,
@@ -414,7 +419,11 @@ def predict_cube(
             title = f"{input_path.name}: {head['strategy']} on {enc_desc}"
             _write_png(tmp_png, cls, x_vals, y_vals, names, title)
     counts = {names[c]: int((cls == c).sum()) for c in range(k)}
+    agreement = None
+    if reference is not None:
+        agreement = compare_with_reference(out, cls, names, reference, reference_classes, (ydim, xdim))
     return {
+        "agreement": agreement,
         "out": str(out),
         "png": str(png_path),
         "shape": [int(ny), int(nx)],
@@ -427,6 +436,50 @@ def predict_cube(
         "seconds": seconds,
         "px_per_s": len(samples) / seconds if seconds > 0 else float("inf"),
     }
+
+
+def compare_with_reference(
+    out: Path,
+    cls: np.ndarray,
+    names: list[str],
+    reference: str,
+    reference_classes: str | None,
+    dims: tuple[str, str],
+) -> dict[str, Any]:
+    """Agreement of the map with a reference layer; writes ``.agreement.json`` and ``.difference.png``."""
+    import xarray as xr
+
+    from cropssl.evaluation.agreement import map_agreement, parse_reference_classes, write_difference_png
+    from cropssl.io.atomic import atomic_path, write_text
+
+    path, sep, var = reference.rpartition(":")
+    if not sep or not path:
+        raise PredictError(
+            f"--reference {reference!r}: expected PATH:VARIABLE, e.g. product.nc:classification"
+        )
+    if not reference_classes:
+        raise PredictError(
+            "--reference needs --reference-classes CODE=NAME,... (e.g. 100=temporary_crops,0=other)"
+        )
+    mapping = parse_reference_classes(reference_classes)
+    with xr.open_dataset(path, engine="h5netcdf", decode_cf=True, mask_and_scale=False) as ds:
+        if var not in ds:
+            raise PredictError(
+                f"reference {path} has no variable {var!r}; it has {sorted(map(str, ds.data_vars))}"
+            )
+        layer = ds[var]
+        if set(dims) <= set(layer.dims):
+            layer = layer.transpose(*dims, ...)
+        ref = np.asarray(layer.to_numpy()).squeeze()
+    if ref.shape != cls.shape:
+        raise PredictError(
+            f"reference {path}:{var} has shape {ref.shape}, the map {cls.shape}: not the same grid"
+        )
+    agreement = map_agreement(cls, names, ref, mapping)
+    write_text(out.with_suffix(".agreement.json"), json.dumps(agreement, indent=1) + "\n")
+    with atomic_path(out.with_suffix(".difference.png")) as tmp:
+        write_difference_png(tmp, cls, names, ref, mapping, f"{out.name} vs {Path(path).name}:{var}")
+    return agreement
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -452,6 +505,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "torch", "onnx", "onnx-int8"],
         default="torch",
         help="inference backend of an export-dir --encoder (default torch = eager)",
+    )
+    p.add_argument(
+        "--reference", default=None, help="PATH:VARIABLE of a reference product layer to compare with"
+    )
+    p.add_argument(
+        "--reference-classes",
+        default=None,
+        help="CODE=NAME,... of the reference layer, e.g. 100=temporary_crops,0=other (other codes excluded)",
     )
     p.add_argument("--start", default=None, help="first month of the window, YYYY-MM (with --end)")
     p.add_argument("--end", default=None, help="last month of the window, YYYY-MM (with --start)")
@@ -497,6 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             window=(args.start, args.end) if args.start or args.end else None,
             season_end_month=args.season_end_month,
             backend=args.backend,
+            reference=args.reference,
+            reference_classes=args.reference_classes,
         )
     except (PredictError, InputFormatError, FileNotFoundError, ValueError, OutputError) as exc:
         print(f"cropssl-predict: error: {exc}", file=sys.stderr)
@@ -506,6 +569,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{summary['seconds']:.1f} s, {summary['px_per_s']:.0f} px/s) and {summary['png']}; classes "
         f"{summary['class_counts']}; no-data {summary['n_nodata']} px"
     )
+    if summary["agreement"]:
+        a = summary["agreement"]
+        print(
+            f"agreement with {args.reference}: overall accuracy {a['overall_accuracy']:.3f}, kappa "
+            f"{a['kappa']:.3f} over {a['n_compared']} px (excluded: reference codes "
+            f"{a['n_excluded_reference']}, {a['n_nodata_prediction']} no-data px); IoU "
+            + ", ".join(f"{c} {v:.2f}" for c, v in a["iou"].items())
+        )
     if summary["px_per_s"] and summary["px_per_s"] != float("inf"):
         import torch
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 import xarray as xr
 
-from cropssl.cli.predict import head_proba, main, resolve_head_encoder
+from cropssl.cli.predict import main, resolve_head_encoder
 from cropssl.data.ingest import read_input
 from cropssl.evaluation.encoders import resolve_encoder
+from cropssl.evaluation.heads import head_proba
 from cropssl.evaluation.report import evaluate, load_head
 from cropssl.schema import Batch
 from tests.conftest import REAL_FILES, require_shared

@@ -51,6 +51,7 @@ EVALUATE_KEYS = frozenset(
         "group_keys",
         "bootstrap",
         "efficiency",
+        "robustness",
         "threads",
         "save_heads",
         "seed",
@@ -61,6 +62,7 @@ EVALUATE_KEYS = frozenset(
 PROBE_KEYS = frozenset({"logreg", "knn", "catboost"})
 BOOTSTRAP_KEYS = frozenset({"n_boot", "confidence"})
 EFFICIENCY_KEYS = frozenset({"timesteps", "batch_size", "repeats"})
+ROBUSTNESS_KEYS = frozenset({"enabled", "cloud_rates", "s2_gain", "s2_offset"})
 
 
 def _check_keys(node: Any, allowed: frozenset[str], where: str) -> None:
@@ -119,6 +121,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     _check_keys(cfg.get("probes"), PROBE_KEYS, "probes")
     _check_keys(cfg.get("bootstrap"), BOOTSTRAP_KEYS, "bootstrap")
     _check_keys(cfg.get("efficiency"), EFFICIENCY_KEYS, "efficiency")
+    _check_keys(cfg.get("robustness"), ROBUSTNESS_KEYS, "robustness")
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     encoders = _encoder_specs(container.get("encoders"))
@@ -155,6 +158,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         command=_command(),
         config=container,
         class_mappings=container.get("class_mappings"),
+        robustness=container.get("robustness"),
     )
     best = doc["results"][0] if doc["results"] else None
     summary = {

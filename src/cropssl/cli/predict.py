@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from cropssl.schema import BAND_GROUPS, BANDS, PixelSamples
+from cropssl.evaluation.heads import head_proba
+from cropssl.schema import BAND_GROUPS, BANDS
 
 
 class PredictError(ValueError):
@@ -159,40 +160,6 @@ def resolve_head_encoder(head: dict[str, Any], spec: str | None) -> tuple[Any | 
             f"{loaded.fingerprint[:12]} != {str(desc.get('fingerprint'))[:12]})"
         )
     return loaded.encoder, f"{loaded.name} ({loaded.spec})"
-
-
-# ---------------------------------------------------------------------------------------------- heads
-def head_proba(head: dict[str, Any], encoder: Any | None, chunk: PixelSamples) -> np.ndarray:
-    """``[n, K]`` probabilities of a chunk of samples under a head."""
-    import torch
-
-    k = len(head["classes"])
-    if head["strategy"] == "catboost_features":
-        from cropssl.evaluation.features import compute_features
-
-        X = compute_features(chunk)[0].astype(np.float64)
-    else:
-        from cropssl.evaluation.encoders import embed_samples
-
-        X = embed_samples(encoder, chunk, batch_size=len(chunk) or 1).astype(np.float64)
-    if head.get("linear") is not None:
-        lin = head["linear"]
-        z = torch.from_numpy(X).float()
-        if lin.get("norm_mean") is not None:
-            mean = torch.from_numpy(np.asarray(lin["norm_mean"])).float()
-            var = torch.from_numpy(np.asarray(lin["norm_var"])).float()
-            z = (z - mean) / torch.sqrt(var + float(lin.get("norm_eps", 1e-5)))
-        logits = z @ torch.from_numpy(np.asarray(lin["weight"])).float().T
-        logits = logits + torch.from_numpy(np.asarray(lin["bias"])).float()
-        return torch.softmax(logits.double(), dim=1).numpy()
-    proba = np.zeros((len(X), k))
-    clf = head.get("classifier")
-    if clf is None:
-        proba[:, int(head["constant_class"])] = 1.0
-        return proba
-    classes = np.asarray(clf.classes_, dtype=np.int64).reshape(-1)
-    proba[:, classes] = clf.predict_proba(X)
-    return proba
 
 
 # ---------------------------------------------------------------------------------------------- output

@@ -63,6 +63,7 @@ PLOTS = {
     "confusion": "confusion_matrices.png",
     "frontier_macs": "frontier_macs.png",
     "frontier_px_per_s": "frontier_px_per_s.png",
+    "robustness": "robustness.png",
 }
 
 
@@ -487,6 +488,59 @@ def _threads(n: int | None) -> Any:
     return threadpool_limits(int(n))
 
 
+ROBUSTNESS_NAMES = {"no_s2": "no S2 (SAR only)", "no_s1": "no S1", "s2_radiometry": "S2 radiometry",
+                    "no_meteo": "no meteo"}  # fmt: skip
+
+
+def robustness_markdown(rob: Mapping[str, Any] | None) -> list[str]:
+    """The robustness table: macro F1 on the clean test fold and its drop under every transform."""
+    if not rob:
+        return []
+    names = [ROBUSTNESS_NAMES.get(t, t.replace("clouds_", "S2 clouds ") + " %") for t in rob["transforms"]]
+    cfg = rob["config"]
+    rates = ", ".join(f"{100 * r:.0f} %" for r in cfg.get("cloud_rates", []))
+    L = ["### Robustness to what the field throws at a model", ""]
+    L.append(
+        "Macro F1 (over the test fold's classes) of every fitted model on the clean test fold and its "
+        "drop when the test pixels lose Sentinel-2 (SAR only), Sentinel-1 or the meteo, get S2 months "
+        f"cloud-masked (winter cloudier) at {rates}, or a shifted S2 radiometry (x {cfg.get('s2_gain')} "
+        f"{cfg.get('s2_offset'):+g}). Nothing is re-fitted. See "
+        f"`{PLOTS['robustness']}`."
+    )
+    L.append("")
+    rows = [
+        [m, f"{r['clean']:.3f}", *[f"{-r[t]['drop']:+.3f}" for t in rob["transforms"]]]
+        for m, r in sorted(rob["results"].items(), key=lambda kv: -kv[1]["clean"])
+    ]
+    L += _table(["model", "clean", *names], rows)
+    L.append("")
+    return L
+
+
+def plot_robustness(rob: Mapping[str, Any], path: Path) -> None:
+    """Grouped bars of the macro-F1 drop per model and transform."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted(rob["results"], key=lambda m: -rob["results"][m]["clean"])
+    ts = rob["transforms"]
+    fig, ax = plt.subplots(figsize=(max(7, 0.5 * len(models) * len(ts) / 3), 4))
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(ts))
+    for i, m in enumerate(models):
+        ax.bar(x + i * width, [rob["results"][m][t]["drop"] for t in ts], width, label=m)
+    ax.set_xticks(x + 0.4 - width / 2, [ROBUSTNESS_NAMES.get(t, t) for t in ts], rotation=20, ha="right")
+    ax.set_ylabel("macro-F1 drop from the clean test fold")
+    ax.axhline(0, color="black", lw=0.5)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("Robustness: drop under each degradation of the test pixels")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def map_core_hours(pixels: float, px_per_s: float, threads: int = 1) -> float:
     """CPU core-hours to embed ``pixels`` at ``px_per_s`` measured with ``threads`` threads."""
     return pixels / px_per_s * threads / 3600
@@ -546,6 +600,7 @@ def evaluate(
     config: Mapping[str, Any] | None = None,
     progress: bool = False,
     class_mappings: str | Path | None = None,
+    robustness: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the protocol and write the report (see the module docstring).
 
@@ -577,6 +632,8 @@ def evaluate(
         progress: Show progress bars.
         class_mappings: ``class_mappings.json`` holding the legend names (default: ``$CROPSSL_CLASS_MAPPINGS``
             or the shared WorldCereal data).
+        robustness: ``enabled``, ``cloud_rates``, ``s2_gain``, ``s2_offset`` of the robustness checks
+            (:mod:`cropssl.evaluation.robustness`); None = off.
 
     Returns:
         The content of ``results.json``.
@@ -726,6 +783,7 @@ def evaluate(
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
             heads_written: dict[str, str] = {}
+            fitted: list[tuple[str, dict[str, Any], Any]] = []  # every model as a head, for robustness
 
             for le in loaded:
                 t0 = time.perf_counter()
@@ -773,6 +831,9 @@ def evaluate(
                         record(name, le.name, st, pred, proba, cost, fit_s)
                         head["classifier"] = model
                         head["constant_class"] = None if model is not None else int(np.unique(y[tr])[0])
+                    fitted.append(
+                        (name, {**head_common, **head}, model.encoder if st == "finetune" else le.encoder)
+                    )
                     if save_heads:
                         head["metrics"] = {
                             "macro_f1": results[-1]["macro_f1"],
@@ -811,15 +872,16 @@ def evaluate(
                     fit_s,
                     {"features": {"n": len(fnames), "names": fnames}},
                 )
+                head = {
+                    "strategy": "catboost_features",
+                    "encoder": None,
+                    "classifier": model,
+                    "constant_class": None if model is not None else int(np.unique(y[tr])[0]),
+                    "feature_names": fnames,
+                    "metrics": {"macro_f1": results[-1]["macro_f1"], "accuracy": results[-1]["accuracy"]},
+                }
+                fitted.append(("catboost_features", {**head_common, **head}, None))
                 if save_heads:
-                    head = {
-                        "strategy": "catboost_features",
-                        "encoder": None,
-                        "classifier": model,
-                        "constant_class": None if model is not None else int(np.unique(y[tr])[0]),
-                        "feature_names": fnames,
-                        "metrics": {"macro_f1": results[-1]["macro_f1"], "accuracy": results[-1]["accuracy"]},
-                    }
                     p = save_head(out / "heads" / "catboost_features.joblib", {**head_common, **head})
                     heads_written["catboost_features"] = str(p.relative_to(out))
                 timings["catboost_features_s"] = time.perf_counter() - t0
@@ -844,39 +906,47 @@ def evaluate(
                     fit_s,
                     {"finetune": r.summary(), "encoder_config": enc0.config},
                 )
-                if save_heads:
-                    from cropssl.evaluation.encoders import weights_fingerprint
+                from cropssl.evaluation.encoders import weights_fingerprint
 
-                    head = {
-                        "strategy": "finetune",
-                        "encoder": {
-                            "name": "scratch",
-                            "spec": "random",
-                            "kind": "random",
-                            "config": enc0.config,
-                            "fingerprint": weights_fingerprint(enc0),
-                            "finetuned": True,
-                        },
-                        "encoder_state": _state_numpy(r.model.encoder),
-                        "linear": {
-                            "weight": r.model.head.weight.detach().numpy().copy(),
-                            "bias": r.model.head.bias.detach().numpy().copy(),
-                            "norm_mean": getattr(r.model.norm, "running_mean", None),
-                            "norm_var": getattr(r.model.norm, "running_var", None),
-                            "norm_eps": float(getattr(r.model.norm, "eps", 0.0)),
-                        },
-                        "classifier": None,
-                        "metrics": {"macro_f1": results[-1]["macro_f1"], "accuracy": results[-1]["accuracy"]},
-                    }
-                    for key in ("norm_mean", "norm_var"):
-                        if head["linear"][key] is not None:
-                            head["linear"][key] = head["linear"][key].numpy().copy()
+                head = {
+                    "strategy": "finetune",
+                    "encoder": {
+                        "name": "scratch",
+                        "spec": "random",
+                        "kind": "random",
+                        "config": enc0.config,
+                        "fingerprint": weights_fingerprint(enc0),
+                        "finetuned": True,
+                    },
+                    "encoder_state": _state_numpy(r.model.encoder),
+                    "linear": {
+                        "weight": r.model.head.weight.detach().numpy().copy(),
+                        "bias": r.model.head.bias.detach().numpy().copy(),
+                        "norm_mean": getattr(r.model.norm, "running_mean", None),
+                        "norm_var": getattr(r.model.norm, "running_var", None),
+                        "norm_eps": float(getattr(r.model.norm, "eps", 0.0)),
+                    },
+                    "classifier": None,
+                    "metrics": {"macro_f1": results[-1]["macro_f1"], "accuracy": results[-1]["accuracy"]},
+                }
+                for key in ("norm_mean", "norm_var"):
+                    if head["linear"][key] is not None:
+                        head["linear"][key] = head["linear"][key].numpy().copy()
+                fitted.append(("scratch", {**head_common, **head}, r.model.encoder))
+                if save_heads:
                     p = save_head(out / "heads" / "scratch__finetune.joblib", {**head_common, **head})
                     heads_written["scratch"] = str(p.relative_to(out))
                 timings["scratch_s"] = time.perf_counter() - t0
 
             # ---- statistics, outputs
             bar.close()
+            robust = None
+            if robustness and robustness.get("enabled", True):
+                from cropssl.evaluation.robustness import evaluate_robustness
+
+                t0 = time.perf_counter()
+                robust = evaluate_robustness(fitted, test_s, y_te, robustness, seed=seed)
+                timings["robustness_s"] = time.perf_counter() - t0
             sig = significance(results, y_te, preds, k, n_boot=n_boot, confidence=confidence, seed=seed)
             _write_predictions(out / "predictions.parquet", test_s, y_te, classes, preds)
         caught_msgs: list[str] = []
@@ -935,6 +1005,7 @@ def evaluate(
             "encoders": [le.describe() for le in loaded],
             "results": sorted(results, key=lambda r: -r["macro_f1"]),
             "significance": sig,
+            "robustness": robust,
             "heads": heads_written,
             "warnings": prep.warnings
             + [m for m in caught_msgs if not any(m.endswith(p) for p in prep.warnings)],
@@ -1442,6 +1513,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
             ],
         )
         L.append("")
+    L += robustness_markdown(doc.get("robustness"))
     if sig.get("vs_best"):
         L += ["### Which differences are significant", ""]
         L.append(
@@ -1564,6 +1636,8 @@ def write_report(doc: Mapping[str, Any], out: str | Path) -> dict[str, Path]:
     plot_confusions(res, classes, out / PLOTS["confusion"])
     plot_frontier(res, "macs_per_pixel", out / PLOTS["frontier_macs"])
     plot_frontier(res, "px_per_s", out / PLOTS["frontier_px_per_s"])
+    if doc.get("robustness"):
+        plot_robustness(doc["robustness"], out / PLOTS["robustness"])
     paths.update({k: out / v for k, v in PLOTS.items()})
     paths["report"].write_text(render_markdown(doc))
     return paths

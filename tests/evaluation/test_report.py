@@ -371,3 +371,20 @@ def test_interrupted_evaluation_leaves_a_partial_report_marked_incomplete(tiny_e
     assert "INCOMPLETE" in text and "| tiny-mae + logreg |" in text, text
     assert "1/2 tiny-mae + logreg: macro F1" in stdout + err  # the log line as it happened
     assert any("1/2 tiny-mae + logreg" in p.read_text() for p in out.glob("*.log"))  # and in the log file
+
+
+def test_rare_classes_and_groups_are_reported_up_front():
+    from cropssl.evaluation.report import rare_and_groups_markdown
+
+    per_class = {"maize": {"f1": 0.8, "support": 50}, "millet": {"f1": 0.25, "support": 4},
+                 "rice": {"f1": 0.0, "support": 0}}  # fmt: skip
+    doc = {
+        "results": [{"name": "enc + logreg", "metrics": {"per_class": per_class},
+                     "per_group": {"country": {"KEN": {"macro_f1": 0.5}, "UGA": {"macro_f1": 0.7}}}}],
+        "split": {"class_counts": {"train": {"maize": 980, "millet": 10, "rice": 10, "(unseen class)": 3}}},
+        "labels": {"classes": ["maize", "millet", "rice"]},
+        "protocol": {"group_keys": ["country"]},
+    }  # fmt: skip
+    md = "\n".join(rare_and_groups_markdown(doc))
+    assert "millet (10 train)" in md and "| enc + logreg | 0.25 | absent |" in md and "maize (" not in md
+    assert "**Per country**" in md and "| enc + logreg | 0.500 | 0.700 |" in md

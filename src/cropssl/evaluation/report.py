@@ -492,6 +492,46 @@ ROBUSTNESS_NAMES = {"no_s2": "no S2 (SAR only)", "no_s1": "no S1", "s2_radiometr
                     "no_meteo": "no meteo"}  # fmt: skip
 
 
+RARE_SHARE = 0.02
+
+
+def rare_and_groups_markdown(doc: Mapping[str, Any], top: int = 6) -> list[str]:
+    """Up front: per-class F1 of the rare classes (under 2 % of train) and per-group macro F1, best models."""
+    res = doc["results"][:top]
+    if not res:
+        return []
+    train = (doc.get("split") or {}).get("class_counts", {}).get("train", {})
+    total = sum(v for k, v in train.items() if k != "(unseen class)") or 1
+    rare = [c for c in doc["labels"]["classes"] if 0 < train.get(c, 0) / total < RARE_SHARE]
+    L: list[str] = []
+    if rare:
+        L += [
+            f"**Rare classes** (under {RARE_SHARE:.0%} of the training fold), F1 of the best models:",
+            "",
+        ]
+        rows = []
+        for r in res:
+            cells = []
+            for c in rare:
+                pc = r["metrics"]["per_class"].get(c, {})
+                cells.append(f"{pc.get('f1', 0):.2f}" if pc.get("support") else "absent")
+            rows.append([r["name"], *cells])
+        L += _table(["model", *[f"{c} ({train.get(c, 0)} train)" for c in rare]], rows)
+        L.append("")
+    for key in doc["protocol"].get("group_keys", []):
+        groups = sorted({g for r in res for g in r["per_group"].get(key, {})})
+        if len(groups) < 2:
+            continue
+        L += [f"**Per {key}** (macro F1 of the best models on each test group):", ""]
+        rows = [
+            [r["name"], *[_fmt((r["per_group"][key].get(g) or {}).get("macro_f1")) for g in groups]]
+            for r in res
+        ]
+        L += _table(["model", *groups], rows)
+        L.append("")
+    return L
+
+
 def robustness_markdown(rob: Mapping[str, Any] | None) -> list[str]:
     """The robustness table: macro F1 on the clean test fold and its drop under every transform."""
     if not rob:
@@ -1357,6 +1397,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
             "samples only; they do not include the variation from training seeds or from another split."
         )
     L.append("")
+    L += rare_and_groups_markdown(doc)
     # ---- what
     L += ["## What was evaluated", ""]
     enc_rows = []

@@ -14,8 +14,8 @@ import xarray as xr
 from cropssl.cli.predict import main, resolve_head_encoder
 from cropssl.data.ingest import read_input
 from cropssl.evaluation.encoders import resolve_encoder
-from cropssl.evaluation.heads import head_proba
-from cropssl.evaluation.report import evaluate, load_head
+from cropssl.evaluation.heads import head_proba, load_head
+from cropssl.evaluation.report import evaluate
 from cropssl.schema import Batch
 from tests.conftest import REAL_FILES, require_shared
 from tests.evaluation._evalhelpers import export_tiny

@@ -251,7 +251,7 @@ def predict_cube(
 
     from cropssl.data.ingest import IngestOptions, detect_format, read_input
     from cropssl.data.ingest.netcdf import CRS_VARIABLES, find_dims
-    from cropssl.evaluation.report import load_head
+    from cropssl.evaluation.heads import load_head
     from cropssl.io.atomic import atomic_path
 
     head_path, input_path, out = Path(head_path), Path(input_path), Path(out)
@@ -547,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if summary["px_per_s"] and summary["px_per_s"] != float("inf"):
         import torch
 
-        from cropssl.evaluation.report import map_core_hours
+        from cropssl.evaluation.encoders import map_core_hours
 
         threads = torch.get_num_threads()
         area = args.area_km2 * 1e4

@@ -421,3 +421,8 @@ __all__ = [
     "spec_kind",
     "weights_fingerprint",
 ]
+
+
+def map_core_hours(pixels: float, px_per_s: float, threads: int = 1) -> float:
+    """CPU core-hours to embed ``pixels`` at ``px_per_s`` measured with ``threads`` threads."""
+    return pixels / px_per_s * threads / 3600

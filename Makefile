@@ -40,9 +40,11 @@ format: install ## Apply ruff formatting and autofixes
 	$(BIN)/ruff check --fix src tests experiments
 	$(BIN)/ruff format src tests experiments
 
-bench: install ## Benchmarks: ingest, shard->batch throughput, encoder px/s and MACs
+bench: install ## Benchmarks: ingest, shards, stream, encoder, training steps and embedding vs the official Presto code
 	$(BIN)/python experiments/benchmarks/run.py --data $(DATA)
 	$(BIN)/python experiments/benchmarks/bench_ingest.py --data $(DATA)
+	$(BIN)/python experiments/benchmarks/bench_data.py --pixels 1000000
+	$(BIN)/python experiments/benchmarks/vs_presto.py
 
 clean: ## Remove the work dir, runs and caches (keeps .venv)
 	rm -rf $(WORK) runs multirun outputs .pytest_cache .ruff_cache

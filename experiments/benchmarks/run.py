@@ -1,6 +1,8 @@
 """Benchmarks of the foundation: ingest, shard size, shard->batch throughput, encoder speed and MACs.
 
-Run with ``make bench`` (or ``python experiments/benchmarks/run.py``). Every speed is printed next to
+Run with ``make bench`` (or ``python experiments/benchmarks/run.py``); training steps and embedding
+against the official Presto code are in ``vs_presto.py``, ingest per layout in ``bench_ingest.py``, the
+write-time shuffle's memory and the stream's worker scaling in ``bench_data.py``. Every speed is printed next to
 a reference measured in the same run, as a ratio, so numbers from different machines compare:
 
 * shard->batch throughput vs. the I/O floor (reading and decoding the same tar records, no shuffle,
@@ -123,52 +125,6 @@ def bench_encoder(shards: Path, batch_size: int = 256) -> dict:
     }
 
 
-METHODS = ("mae", "simclr", "mocov3", "byol", "dino", "barlow", "vicreg")
-
-
-def bench_methods(batch_size: int = 64, repeat: int = 3) -> dict:
-    """Samples/s of one training step (views, forward, backward, optimiser step) per method vs MAE's.
-
-    Every method is built from its real config with the default (Presto-sized) encoder and timed on the
-    same dense batch at T=12, so the ratios compare the methods' costs on this machine.
-    """
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    from cropssl.config import CONFIG_DIR
-    from cropssl.profiling import dense_batch, train_step_macs_per_sample
-
-    batch = dense_batch(batch_size, 12)
-    rates: dict[str, float] = {}
-    macs: dict[str, float] = {}
-    for name in METHODS:
-        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("pretrain", overrides=[f"method={name}"])
-        torch.manual_seed(0)
-        method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
-        method_cfg.pop("name")
-        method = instantiate(method_cfg, encoder=instantiate(cfg.encoder), _convert_="all").train()
-        opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-4)
-
-        def step(method=method, opt=opt) -> None:
-            opt.zero_grad()
-            loss, _ = method.shared_step(batch)
-            loss.backward()
-            opt.step()
-
-        step()
-        rates[name] = batch_size / timed(step, repeat)
-        macs[name] = train_step_macs_per_sample(method)
-    out = {}
-    for name in METHODS:
-        out[f"train step {name}"] = (
-            f"{rates[name]:,.0f} samples/s ({rates[name] / rates['mae']:.2f}x MAE), "
-            f"{macs[name] / 1e6:,.0f} MMACs/sample"
-        )
-    return out
-
-
 def main() -> None:
     """Run all benchmarks and print a table."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -181,7 +137,6 @@ def main() -> None:
         results.update(r)
         results.update(bench_stream(shards))
         results.update(bench_encoder(shards))
-    results.update(bench_methods())
     width = max(len(k) for k in results)
     for k, v in results.items():
         print(f"{k:<{width}}  {v}")

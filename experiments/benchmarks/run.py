@@ -2,8 +2,8 @@
 
 Run with ``make bench`` (or ``python experiments/benchmarks/run.py``); training steps and embedding
 against the official Presto code are in ``vs_presto.py``, ingest per layout in ``bench_ingest.py``, the
-write-time shuffle's memory and the stream's worker scaling in ``bench_data.py``. Every speed is printed next to
-a reference measured in the same run, as a ratio, so numbers from different machines compare:
+write-time shuffle's memory and the stream's worker scaling in ``bench_data.py``. Every speed is printed
+next to a reference measured in the same run, as a ratio, so numbers from different machines compare:
 
 * shard->batch throughput vs. the I/O floor (reading and decoding the same tar records, no shuffle,
   no normalisation);

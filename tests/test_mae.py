@@ -15,7 +15,9 @@ from tests.conftest import make_samples
 def _mae(**enc) -> MAE:
     torch.manual_seed(0)
     cfg = {"d": 64, "depth": 2, "heads": 4, **enc}
-    return MAE(PixelTimeSeriesEncoder(**cfg), decoder_dim=48, decoder_depth=2, decoder_heads=4).eval()
+    return MAE(
+        PixelTimeSeriesEncoder(**cfg), decoder_dim=48, decoder_depth=2, decoder_heads=4, band_norm=False
+    ).eval()
 
 
 def _batch(n: int = 24, T: int = 12, seed: int = 0) -> Batch:
@@ -112,6 +114,20 @@ def test_loss_by_hand_is_the_mse_over_hidden_present_values():
     assert count > 100
     assert float(loss) == pytest.approx(total / count, rel=1e-5)
     assert float(logs["skipped_samples"]) == 0
+    # the default (band_norm): each band's squared errors over its variance among the same targets
+    t = _targets(mae, batch, hide)
+    weighted, n = 0.0, int(t.sum())
+    for band in range(17):
+        sel = t[..., band]
+        if sel.any():
+            v = batch.x[..., band][sel]
+            var = max(float(((v - v.mean()) ** 2).mean()), 1e-4)
+            weighted += float(((pred[..., band][sel] - v) ** 2).sum()) / var
+    mae.loss_fn.band_norm = True
+    mae.rng.manual_seed(7)
+    with torch.no_grad():
+        loss, _ = mae.shared_step(batch)
+    assert float(loss) == pytest.approx(weighted / n, rel=1e-4)
 
 
 @pytest.mark.parametrize(("T", "ratio"), [(12, 0.75), (5, 0.5), (24, 0.9)])

@@ -26,6 +26,9 @@ class MAE(SSLMethod):
         decoder_dim: Decoder width.
         decoder_depth: Decoder blocks.
         decoder_heads: Decoder attention heads.
+        band_norm: Weight every band's reconstruction error by the inverse variance of its targets
+            (:class:`~cropssl.losses.mim.MaskedMSELoss`); False = Presto's plain MSE, which on real and
+            synthetic data is 95 % precipitation and leaves the other bands at their mean.
         optimizer: Optimiser settings, see :class:`SSLMethod`.
         schedule: Learning-rate schedule settings, see :class:`SSLMethod`.
         anchor: L2-SP weight towards the starting weights, see :class:`SSLMethod`.
@@ -42,6 +45,7 @@ class MAE(SSLMethod):
         decoder_dim: int = 64,
         decoder_depth: int = 2,
         decoder_heads: int = 4,
+        band_norm: bool = True,
         optimizer: dict[str, Any] | None = None,
         schedule: dict[str, Any] | None = None,
         anchor: float = 0.0,
@@ -60,7 +64,7 @@ class MAE(SSLMethod):
             heads=decoder_heads,
             max_T=encoder.max_T,
         )
-        self.loss_fn = MaskedMSELoss()
+        self.loss_fn = MaskedMSELoss(band_norm=band_norm)
         self._layout_cache: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
 
     def _layout(self, T: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:

@@ -174,6 +174,16 @@ def load_backend(path: str | os.PathLike[str], backend: str = "torch", threads: 
     return enc
 
 
+def add_backend_argument(parser: Any, what: str = "the export directory") -> None:
+    """The ``--backend`` flag of the CLIs that embed with an export."""
+    parser.add_argument(
+        "--backend",
+        choices=list(BACKENDS),
+        default="torch",
+        help=f"inference backend of {what}: torch (eager, default), onnx, onnx-int8, auto (fastest exported)",
+    )
+
+
 def quantize_int8(onnx_path: Path, out_path: Path) -> None:
     """Dynamic int8 quantisation of an fp32 ONNX encoder (linear layers / MatMuls; ONNX Runtime's tools)."""
     import logging

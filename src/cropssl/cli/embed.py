@@ -231,6 +231,8 @@ def embed_inputs(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
+    from cropssl.backends import add_backend_argument
+
     p = argparse.ArgumentParser(prog="cropssl-embed", description=__doc__.split("\n")[0])
     p.add_argument("--encoder", required=True, help="export directory written by cropssl-export")
     p.add_argument("inputs", nargs="+", help="shard directories, WorldCereal parquet files, NetCDF cubes")
@@ -250,12 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="fewest timesteps with Sentinel-1/2 data a sample needs (else NaN embedding, valid=false)",
     )
-    p.add_argument(
-        "--backend",
-        choices=["auto", "torch", "onnx", "onnx-int8"],
-        default="torch",
-        help="inference backend (default torch = eager; auto = the fastest the export dir holds)",
-    )
+    add_backend_argument(p)
     p.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

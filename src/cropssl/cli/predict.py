@@ -451,6 +451,8 @@ def compare_with_reference(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
+    from cropssl.backends import add_backend_argument
+
     p = argparse.ArgumentParser(prog="cropssl-predict", description=__doc__.split("\n")[0])
     p.add_argument("input", help="NetCDF cube (t, y, x) with WorldCereal band variables and a crs variable")
     p.add_argument("--head", required=True, help="head written by cropssl-evaluate save_heads=true")
@@ -467,12 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="predict even if the cube lacks bands the head was fitted with (they are masked as missing)",
     )
-    p.add_argument(
-        "--backend",
-        choices=["auto", "torch", "onnx", "onnx-int8"],
-        default="torch",
-        help="inference backend of an export-dir --encoder (default torch = eager)",
-    )
+    add_backend_argument(p, "an export-dir --encoder")
     p.add_argument(
         "--reference", default=None, help="PATH:VARIABLE of a reference product layer to compare with"
     )

@@ -56,6 +56,14 @@ def _describe(exc: OSError, path: Path, needed: int | None) -> OutputError:
     return OutputError(exc.errno or 0, f"cannot write {path}: {exc}")
 
 
+def _reraise(exc: BaseException, path: Path, needed: int | None) -> None:
+    """Raise ``exc`` again, as an :class:`OutputError` when it is a write error the user can fix."""
+    if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+        if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EPERM):
+            raise _describe(exc, path, needed) from exc
+    raise exc
+
+
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
     """While inside, SIGTERM raises :class:`Terminated` (main thread only; elsewhere a no-op)."""
@@ -117,16 +125,9 @@ def atomic_path(path: str | os.PathLike[str], *, needed_bytes: int | None = None
             yield tmp
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OutputError):
-            raise
-        if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EPERM):
-            raise _describe(exc, path, needed_bytes) from exc
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        _reraise(exc, path, needed_bytes)
 
 
 @contextlib.contextmanager
@@ -162,16 +163,9 @@ def atomic_dir(
             elif path.exists():
                 path.unlink()
             os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OutputError):
-            raise
-        if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EPERM):
-            raise _describe(exc, path, needed_bytes) from exc
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _reraise(exc, path, needed_bytes)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

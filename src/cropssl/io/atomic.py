@@ -58,9 +58,9 @@ def _describe(exc: OSError, path: Path, needed: int | None) -> OutputError:
 
 def _reraise(exc: BaseException, path: Path, needed: int | None) -> None:
     """Raise ``exc`` again, as an :class:`OutputError` when it is a write error the user can fix."""
-    if isinstance(exc, OSError) and not isinstance(exc, OutputError):
-        if exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EPERM):
-            raise _describe(exc, path, needed) from exc
+    fixable = (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EPERM)
+    if isinstance(exc, OSError) and not isinstance(exc, OutputError) and exc.errno in fixable:
+        raise _describe(exc, path, needed) from exc
     raise exc
 
 

@@ -30,19 +30,13 @@ from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from cropssl.cli.pretrain import (
-    OVERRIDES_ENV,
-    RUN_DIR_ENV,
-    _new_run_dir,
-    _run_dir_resolver,
-    check_objective,
-    rank_argv,
-)
 from cropssl.config import CONFIG_DIR, check_config
 from cropssl.data.datamodule import PixelDataModule, PixelStream, make_loader, round_robin
 from cropssl.data.remote import RemoteNotFoundError, RemoteReadError, fetch_bytes
 from cropssl.data.shard_writer import write_shards
 from cropssl.data.shards import ShardError, resolve_shards
+from cropssl.train.run import check_objective
+from cropssl.train.rundir import OVERRIDES_ENV, RUN_DIR_ENV, new_run_dir, rank_argv, run_dir_resolver
 from tests.conftest import make_samples
 from tests.test_methods import build
 from tests.test_pretrain import TINY
@@ -279,15 +273,15 @@ def test_ddp_ranks_started_by_lightning_rejoin_the_job(monkeypatch, tmp_path):
     assert "-m" not in new and new[1:3] == ["-cn", "other"] and new[3:6] == overrides
     assert f'hydra.run.dir="{tmp_path}/multirun/3_simclr"' in new and "hydra.output_subdir=null" in new
     # the run-dir resolver gives the job's directory, never a new timestamped one
-    assert _run_dir_resolver(None, "runs", "mae") == str(tmp_path / "multirun" / "3_simclr")
+    assert run_dir_resolver(None, "runs", "mae") == str(tmp_path / "multirun" / "3_simclr")
     # the launching process (LOCAL_RANK 0) keeps its command line
     monkeypatch.setenv("LOCAL_RANK", "0")
     assert rank_argv(argv) == argv
 
 
 def test_runs_starting_in_the_same_second_get_their_own_directories(tmp_path):
-    a = _new_run_dir(str(tmp_path / "runs"), "mae")
-    b = _new_run_dir(str(tmp_path / "runs"), "mae")
+    a = new_run_dir(str(tmp_path / "runs"), "mae")
+    b = new_run_dir(str(tmp_path / "runs"), "mae")
     assert a != b and Path(a).is_dir() and Path(b).is_dir()
     assert Path(b).name.startswith(Path(a).name)
 

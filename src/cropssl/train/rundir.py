@@ -57,7 +57,7 @@ def new_run_dir(root: str, name: str) -> str:
 
 
 def run_dir_resolver(run_dir: Any, root: str, name: str) -> str:
-    """``${cropssl_run_dir:run_dir,root,name}``: the given run dir, the launcher's (DDP ranks), or a new one."""
+    """``${cropssl_run_dir:run_dir,root,name}``: the given dir, the launcher's (DDP ranks) or a new one."""
     if run_dir not in (None, "", "None", "null"):
         return str(run_dir)
     inherited = os.environ.get(RUN_DIR_ENV)

@@ -97,7 +97,13 @@ def test_export_dir_contents_and_config(exported, tiny_ckpt):
         CONTINUE_FILE,
     } <= names
     cfg = json.loads((exported / "config.json").read_text())
-    assert cfg["formats_failed"] == {} and set(cfg["formats"]) == {"safetensors", "torchscript", "onnx"}
+    assert cfg["formats_failed"] == {} and set(cfg["formats"]) == {
+        "safetensors",
+        "torchscript",
+        "onnx",
+        "onnx-int8",
+    }
+    assert "encoder.int8.onnx" in names and cfg["verification"]["onnx-int8"]["min_cosine"] > 0.99
     assert cfg["encoder_config"]["d"] == 32 and cfg["embed_dim"] == 32 and cfg["ssl_method"] == "mae"
     assert cfg["inputs"]["bands"] == list(BANDS)
     assert cfg["inputs"]["timesteps"] == {"min": 1, "max": 72}

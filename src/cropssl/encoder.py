@@ -452,6 +452,7 @@ class PixelTimeSeriesEncoder(nn.Module):
         month: Tensor | None = None,
         latlon: Tensor | None = None,
         dynamic_world: Tensor | None = None,
+        skip_absent_dynamic_world: bool = False,
     ) -> tuple[Tensor, Tensor]:
         """Input tokens (before the transformer) and their key padding mask.
 
@@ -461,6 +462,8 @@ class PixelTimeSeriesEncoder(nn.Module):
             month: ``[B, T]`` long, 0-11.
             latlon: ``[B, 2]`` degrees (required if ``use_latlon``).
             dynamic_world: ``[B, T]`` long, 9 = missing (default: all missing).
+            skip_absent_dynamic_world: Leave the Dynamic World tokens out when no pixel of the batch has
+                any (the layout then ends before them; :meth:`forward` uses it, methods do not).
 
         Returns:
             ``tokens [B, N, d]`` laid out as :meth:`token_layout` and ``pad_mask [B, N]`` bool,
@@ -492,7 +495,8 @@ class PixelTimeSeriesEncoder(nn.Module):
             else:
                 tokens.append(self.eo_patch_embed[g](x[:, :, sl]) + (channel[i] + time_enc))
                 pads.append(mask[:, :, sl].any(-1))
-        if self.dw_embed is not None:
+        absent = dynamic_world is None or (not static_graph() and bool((dynamic_world == DW_MISSING).all()))
+        if self.dw_embed is not None and not (skip_absent_dynamic_world and absent):
             if dynamic_world is None:
                 dw = torch.full((bsz, t), DW_MISSING, dtype=torch.long, device=x.device)
             else:
@@ -586,7 +590,10 @@ class PixelTimeSeriesEncoder(nn.Module):
             ``[B, d]`` embedding.
 
         """
-        tok, pad = self.embed_tokens(batch, mask, month, latlon, dynamic_world)
+        # without any Dynamic World input its tokens are not even built (all of them would be padding)
+        tok, pad = self.embed_tokens(
+            batch, mask, month, latlon, dynamic_world, skip_absent_dynamic_world=True
+        )
         if not static_graph() and bool(pad.any()):
             # leave the missing tokens out (the kept ones' outputs are the same): real data and views with
             # dropped timesteps / sensors / Dynamic World cost only what they hold

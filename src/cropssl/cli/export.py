@@ -4,6 +4,7 @@ Examples::
 
     cropssl-export runs/2026-11-25_mae/checkpoints/last.ckpt --out exports/mae-v1
     cropssl-export last.ckpt --out exports/mae-v1 --format safetensors,onnx --no-continue-bundle --overwrite
+    cropssl-export presto --out exports/presto    # the published Presto weights, with the same fast paths
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="export directory to create")
     p.add_argument(
         "--format",
-        default="safetensors,torchscript,onnx",
-        help="comma-separated formats among safetensors, torchscript, onnx (safetensors is always written)",
+        default="safetensors,torchscript,onnx,onnx-int8",
+        help="comma-separated formats among safetensors, torchscript, onnx, onnx-int8 (safetensors is always "
+        "written; onnx-int8 needs onnx)",
     )
     p.add_argument(
         "--no-continue-bundle",

@@ -109,7 +109,7 @@ def test_export_dir_contents_and_config(exported, tiny_ckpt):
     assert cfg["inputs"]["timesteps"] == {"min": 1, "max": 72}
     assert cfg["inputs"]["normalization"]["add"] == NORM_ADD.tolist()
     assert cfg["inputs"]["normalization"]["div"] == NORM_DIV.tolist()
-    from cropssl.checkpointing import sha256_file
+    from cropssl.artifacts import sha256_file
 
     assert cfg["parent_checkpoint"]["path"] == str(tiny_ckpt.resolve())
     assert cfg["parent_checkpoint"]["sha256"] == sha256_file(tiny_ckpt)

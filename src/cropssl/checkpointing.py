@@ -15,7 +15,6 @@ Start modes (one config key, ``start.mode``):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,8 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
+
+from cropssl.artifacts import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 with contextlib.suppress(OSError):
                     previous.unlink(missing_ok=True)
                     os.link(path, previous)  # the old checkpoint stays whole until the rename
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def previous_checkpoint(path: str | os.PathLike[str]) -> Path:

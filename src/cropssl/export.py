@@ -18,7 +18,6 @@ An export directory holds::
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -39,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from cropssl import __version__
+from cropssl.artifacts import jsonable, sha256_file
 from cropssl.encoder import PixelTimeSeriesEncoder
 from cropssl.schema import (
     BAND_GROUPS,
@@ -253,31 +253,6 @@ def load_continue_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor
 # ----------------------------------------------------------------------------------------------------------
 # export
 # ----------------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _jsonable(value: Any) -> Any:
-    """Turn tensors / numpy scalars into plain JSON values (non-finite floats become None)."""
-    if isinstance(value, Tensor):
-        value = value.detach().cpu().tolist() if value.numel() != 1 else value.item()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def example_inputs(
     encoder: PixelTimeSeriesEncoder, batch: int = 5, timesteps: int = 12, seed: int = 0
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -317,7 +292,7 @@ def _callback_metrics(ckpt: Mapping[str, Any]) -> dict[str, Any]:
         if not monitor:
             continue
         for key in ("current_score", "best_model_score"):
-            value = _jsonable(state.get(key))
+            value = jsonable(state.get(key))
             if isinstance(value, (int, float)):
                 out[f"{monitor}" if key == "current_score" else f"{monitor}/best"] = value
     return out
@@ -752,7 +727,7 @@ def export_encoder(
     enc_cfg = encoder.config
     wrapper = TensorEncoder(encoder).eval()
 
-    sha = _sha256(ckpt_path)
+    sha = sha256_file(ckpt_path)
     global_step = ckpt.get("global_step")
     all_metrics: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -763,7 +738,7 @@ def export_encoder(
         all_metrics[k] = v
         sources[k] = "checkpoint callback"
     for k, v in (metrics or {}).items():
-        all_metrics[str(k)] = _jsonable(v)
+        all_metrics[str(k)] = jsonable(v)
         sources[str(k)] = "export argument"
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -873,9 +848,9 @@ def export_encoder(
             run_config = meta.get("run_config") or {}
             continue_info = {
                 "file": CONTINUE_FILE,
-                "sha256": _sha256(tmp / CONTINUE_FILE),
+                "sha256": sha256_file(tmp / CONTINUE_FILE),
                 "method": meta.get("method"),
-                "method_config": _jsonable(
+                "method_config": jsonable(
                     run_config.get("method") if isinstance(run_config, Mapping) else None
                 ),
                 "global_step": global_step,
@@ -883,7 +858,7 @@ def export_encoder(
                 "num_tensors": len(full),
                 "has_teacher": any(k.startswith("teacher.") for k in full),
                 "prefixes": sorted({k.split(".", 1)[0] for k in full}),
-                "run_config": _jsonable(run_config),
+                "run_config": jsonable(run_config),
             }
             files.append(CONTINUE_FILE)
 
@@ -895,7 +870,7 @@ def export_encoder(
             "epoch": ckpt.get("epoch"),
             "encoder": "teacher" if teacher else "student",
         }
-        lineage = [dict(r) for r in _jsonable(meta.get("lineage") or [])]
+        lineage = [dict(r) for r in jsonable(meta.get("lineage") or [])]
         if lineage:
             lineage[-1]["exported_from"] = {"path": parent["path"], "sha256": sha, "global_step": global_step}
         config: dict[str, Any] = {
@@ -949,7 +924,7 @@ def export_encoder(
             "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "export_dir_name": out.name,
         }
-        config = _jsonable(config)
+        config = jsonable(config)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         (tmp / README_FILE).write_text(_model_card(config))
         for f in tmp.iterdir():

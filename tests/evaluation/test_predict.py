@@ -100,7 +100,8 @@ def test_map_has_input_shape_coordinates_and_crs(run, small_cube, tmp_path):
         np.testing.assert_array_equal(p.argmax(0), cls)
     assert out.with_suffix(".png").stat().st_size > 2000
 
-    # independent reference: embed the cube's pixels with the exported encoder, apply the sklearn pipeline
+    # independent reference: embed the cube's pixels with the exported encoder, apply the stored probe
+    # (equal to the scikit-learn pipeline: tests/evaluation/test_heads.py)
     head = load_head(run["eval"] / run["doc"]["heads"]["tiny-enc + logreg"])
     samples = read_input(small_cube, 12)[0]
     enc = resolve_encoder(str(run["encoder"])).encoder
@@ -149,10 +150,11 @@ def test_bad_inputs(run, small_cube, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "tiny-enc" in err and "other-enc" in err
     # not a head / not a cube
-    junk = tmp_path / "junk.joblib"
-    junk.write_bytes(b"not a head")
-    assert main(["--head", str(junk), str(small_cube), "--out", str(tmp_path / "c.nc"), "--quiet"]) == 2
-    assert "not a readable cropssl head" in capsys.readouterr().err
+    for name, message in (("junk.safetensors", "not a cropssl head"), ("junk.joblib", "--trust-pickle")):
+        junk = tmp_path / name
+        junk.write_bytes(b"not a head")
+        assert main(["--head", str(junk), str(small_cube), "--out", str(tmp_path / "c.nc"), "--quiet"]) == 2
+        assert message in capsys.readouterr().err
     assert _predict(run, "tiny-enc + logreg", FRA, tmp_path / "d.nc") == 2
     assert "not a NetCDF cube" in capsys.readouterr().err
 

@@ -2,10 +2,10 @@ r"""``cropssl-predict``: map a NetCDF cube with a head fitted by ``cropssl-evalu
 
 Example::
 
-    cropssl-predict --encoder exports/mae-v1 --head evals/fra/heads/mae-v1__logreg.joblib \
+    cropssl-predict --encoder exports/mae-v1 --head evals/fra/heads/mae-v1__logreg.safetensors \
         ../shared/data/worldcereal/2021_BEL_31UFS_month_cube_100x100.nc --out bel_map.nc
 
-The head (format: :func:`cropssl.evaluation.report.save_head`) holds the classifier, the class names, the
+The head (format: :func:`cropssl.evaluation.heads.save_head`) holds the classifier, the class names, the
 legend and the description of the encoder it was fitted on. ``--encoder`` (an export dir, ``.ckpt`` or
 ``presto``) must be that encoder -- its weights fingerprint is checked; it can be omitted when the head
 names a loadable encoder or carries its own weights (fine-tuned and random encoders) and is not used by
@@ -213,6 +213,7 @@ def predict_cube(
     backend: str = "torch",
     reference: str | None = None,
     reference_classes: str | None = None,
+    trust_pickle: bool = False,
 ) -> dict[str, Any]:
     """Classify every pixel of a NetCDF cube with a saved head; write the map (NetCDF + PNG).
 
@@ -236,6 +237,7 @@ def predict_cube(
         reference: ``PATH:VARIABLE`` of a reference product layer on the cube's grid to compare the map with
             (:mod:`cropssl.evaluation.agreement`; writes ``OUT.agreement.json`` and ``OUT.difference.png``).
         reference_classes: ``CODE=NAME,...`` of the reference layer (codes not listed are excluded).
+        trust_pickle: Read a pickled head of an earlier cropssl (a pickle can run code: your own only).
 
     Returns:
         A summary (``n_pixels``, ``n_nodata``, ``shape``, ``class_counts``, ``window``, ``seconds``,
@@ -259,7 +261,7 @@ def predict_cube(
         raise PredictError(f"--batch-size must be >= 1, got {batch_size}")
     if out.suffix.lower() not in (".nc", ".nc4", ".netcdf"):
         raise PredictError(f"--out {out}: write a NetCDF file (.nc)")
-    head = load_head(head_path)
+    head = load_head(head_path, trust_pickle=trust_pickle)
     if detect_format(input_path) != "cube":
         raise PredictError(f"input {input_path} is not a NetCDF cube (t, y, x); cropssl-predict maps cubes")
     enc, enc_desc = resolve_head_encoder(head, encoder)
@@ -457,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="NetCDF cube (t, y, x) with WorldCereal band variables and a crs variable")
     p.add_argument("--head", required=True, help="head written by cropssl-evaluate save_heads=true")
     p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="read a pickled (.joblib) head of an earlier cropssl; a pickle can run code: your own only",
+    )
+    p.add_argument(
         "--encoder",
         default=None,
         help="encoder the head was fitted on: export dir, .ckpt or presto (default: the head's own)",
@@ -524,6 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             backend=args.backend,
             reference=args.reference,
             reference_classes=args.reference_classes,
+            trust_pickle=args.trust_pickle,
         )
     except (PredictError, InputFormatError, FileNotFoundError, ValueError, OutputError) as exc:
         print(f"cropssl-predict: error: {exc}", file=sys.stderr)

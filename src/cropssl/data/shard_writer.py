@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from cropssl import __version__
-from cropssl.data.shards import MANIFEST, SHARD_PATTERN, _add, _sha256, encode_record
+from cropssl.artifacts import sha256_file
+from cropssl.data.shards import MANIFEST, SHARD_PATTERN, _add, encode_record
 from cropssl.io.atomic import atomic_dir
 from cropssl.schema import BANDS, META_KEYS, NUM_BANDS, SCHEMA_VERSION, UNITS, PixelSamples
 
@@ -186,7 +187,7 @@ class ShardWriter:
                 "num_samples": self._samples_in_shard,
                 "num_records": self._records_in_shard,
                 "bytes": path.stat().st_size,
-                "sha256": _sha256(path),
+                "sha256": sha256_file(path),
             }
         )
         self._tar, self._records_in_shard, self._samples_in_shard = None, 0, 0

@@ -16,7 +16,6 @@ directory that is renamed into place only when everything is written.
 from __future__ import annotations
 
 import glob
-import hashlib
 import io
 import json
 import os
@@ -107,14 +106,6 @@ def decode_record(record: dict[str, Any]) -> PixelSamples:
         )
     except (ValueError, KeyError) as exc:
         raise ShardError(f"shard {url} holds an inconsistent record: {exc}") from exc
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_manifest_file(path: str | os.PathLike[str]) -> dict[str, Any]:

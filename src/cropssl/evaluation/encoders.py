@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cropssl.artifacts import sha256_file
 from cropssl.encoder import PixelTimeSeriesEncoder
 from cropssl.schema import BAND_GROUPS, BANDS, STATIC_GROUPS, Batch, PixelSamples
 
@@ -115,12 +116,6 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
         h.update(str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
     return h.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    from cropssl.checkpointing import sha256_file
-
-    return sha256_file(path)
 
 
 def presto_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -245,7 +240,7 @@ def resolve_encoder(
     if kind == "presto":
         path = presto_path(None if s == "presto" else s)
         encoder = PixelTimeSeriesEncoder.from_presto(path).eval()
-        src, sha = str(path), _sha256(path)
+        src, sha = str(path), sha256_file(path)
         info["ssl_method"] = "presto (published weights)"
     elif kind == "random":
         cfg = dict(spec.config if spec.config is not None else (random_config or {}))
@@ -259,12 +254,12 @@ def resolve_encoder(
 
         encoder = load_encoder(s)
         config = dict(encoder.export_config)  # type: ignore[arg-type]
-        src, sha = s, _sha256(Path(s) / WEIGHTS_FILE)
+        src, sha = s, sha256_file(Path(s) / WEIGHTS_FILE)
         bands = (config.get("inputs") or {}).get("bands")
         info.update(ssl_method=config.get("ssl_method"), input_bands=bands, metrics=config.get("metrics"))
     else:
         encoder, meta = load_checkpoint_encoder(s)
-        src, sha = s, _sha256(Path(s))
+        src, sha = s, sha256_file(Path(s))
         info.update(ssl_method=meta.get("method"))
     return LoadedEncoder(
         name=display,

@@ -13,7 +13,7 @@ same train / val / test split, and writes to ``out``:
 * ``per_class_f1.png``, ``confusion_matrices.png``, ``frontier_macs.png``, ``frontier_px_per_s.png``;
 * ``split.json`` (the split, reloadable with :func:`~cropssl.evaluation.splits.load_split`) and
   ``predictions.parquet`` (test predictions of every method);
-* with ``save_heads=True``: ``heads/<encoder>__<strategy>.joblib`` per (encoder, strategy), the input of
+* with ``save_heads=True``: ``heads/<encoder>__<strategy>.safetensors`` per (encoder, strategy), the input of
   ``cropssl-predict`` (format: :func:`save_head`).
 
 Protocol: labels are encoded with the legend on the whole set only to stratify the split; the final
@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from cropssl.artifacts import jsonable
 from cropssl.evaluation.encoders import (
     EncoderSpec,
     LoadedEncoder,
@@ -47,7 +48,7 @@ from cropssl.evaluation.encoders import (
     resolve_encoder,
 )
 from cropssl.evaluation.finetune import FinetuneConfig
-from cropssl.evaluation.heads import HEAD_FORMAT, _safe, _state_numpy, load_head, save_head
+from cropssl.evaluation.heads import HEAD_FORMAT, _state_numpy, head_filename, load_head, save_head
 from cropssl.evaluation.labels import LabelEncoder, UnknownCodeWarning, load_legend
 from cropssl.evaluation.markdown import render_markdown, write_partial_report
 from cropssl.evaluation.plots import (
@@ -478,7 +479,7 @@ def evaluate(
         timesteps: Months per sample window for files.
         efficiency: ``timesteps``, ``batch_size``, ``repeats`` of the throughput measurement.
         threads: Torch / BLAS / CatBoost threads (None = leave as is).
-        save_heads: Write ``heads/<encoder>__<strategy>.joblib`` for ``cropssl-predict``.
+        save_heads: Write ``heads/<encoder>__<strategy>.safetensors`` for ``cropssl-predict``.
         seed: Seed of probes, fine-tuning and the bootstrap.
         title: Report title.
         command: Command line to record in the report.
@@ -694,7 +695,7 @@ def evaluate(
                             "accuracy": results[-1]["accuracy"],
                         }
                         p = save_head(
-                            out / "heads" / f"{_safe(le.name)}__{st}.joblib", {**head_common, **head}
+                            out / "heads" / head_filename(le.name, st), {**head_common, **head}
                         )
                         heads_written[name] = str(p.relative_to(out))
                     timings[f"{name}_s"] = time.perf_counter() - t0
@@ -736,7 +737,7 @@ def evaluate(
                 }
                 fitted.append(("catboost_features", {**head_common, **head}, None))
                 if save_heads:
-                    p = save_head(out / "heads" / "catboost_features.joblib", {**head_common, **head})
+                    p = save_head(out / "heads" / head_filename(None, "catboost_features"), {**head_common, **head})
                     heads_written["catboost_features"] = str(p.relative_to(out))
                 timings["catboost_features_s"] = time.perf_counter() - t0
             if "scratch" in baselines:
@@ -788,7 +789,7 @@ def evaluate(
                         head["linear"][key] = head["linear"][key].numpy().copy()
                 fitted.append(("scratch", {**head_common, **head}, r.model.encoder))
                 if save_heads:
-                    p = save_head(out / "heads" / "scratch__finetune.joblib", {**head_common, **head})
+                    p = save_head(out / "heads" / head_filename("scratch", "finetune"), {**head_common, **head})
                     heads_written["scratch"] = str(p.relative_to(out))
                 timings["scratch_s"] = time.perf_counter() - t0
 
@@ -870,7 +871,7 @@ def evaluate(
         from cropssl.evaluation.checks import report_checks
 
         doc["checks"] = report_checks(doc)
-        doc = _jsonable(doc)
+        doc = jsonable(doc)
         write_report(doc, out)
         return doc
     finally:
@@ -931,22 +932,6 @@ def _write_predictions(
     for name, p in preds.items():
         df[name] = names[p]
     df.to_parquet(path, index=False)
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, np.ndarray):
-        return _jsonable(v.tolist())
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
-    if isinstance(v, Path):
-        return str(v)
-    return v
 
 
 def write_report(doc: Mapping[str, Any], out: str | Path) -> dict[str, Path]:

@@ -1,7 +1,8 @@
-"""What every artifact writer shares: file hashes and JSON-safe values.
+"""What every artifact reader and writer shares: file hashes, JSON-safe values, Presto's weights.
 
 One home for the helpers that exports, checkpoints, shard manifests, heads and evaluation reports used to
-carry their own copies of. Writing files atomically lives in :mod:`cropssl.io.atomic`.
+carry their own copies of. Writing files atomically lives in :mod:`cropssl.io.atomic`, reading
+checkpoints in :mod:`cropssl.checkpointing`, export directories in :mod:`cropssl.export`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,17 @@ import hashlib
 import math
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["jsonable", "sha256_file"]
+__all__ = ["PRESTO_ENV", "jsonable", "presto_path", "sha256_file"]
+
+PRESTO_ENV = "CROPSSL_PRESTO"
+"""Environment variable with the path of Presto's published ``default_model.pt``."""
+PRESTO_DEFAULT = Path("../shared/presto/default_model.pt")
+_PRESTO_REPO = Path(__file__).resolve().parents[2].parent / "shared" / "presto" / "default_model.pt"
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -47,3 +54,24 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def presto_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """Location of Presto's ``default_model.pt``: ``path``, ``$CROPSSL_PRESTO`` or the shared data.
+
+    Raises:
+        FileNotFoundError: naming every place looked at.
+
+    """
+    candidates = (
+        [Path(path)] if path else [Path(os.environ[PRESTO_ENV])] if os.environ.get(PRESTO_ENV) else []
+    )
+    if not candidates:
+        candidates = [PRESTO_DEFAULT, _PRESTO_REPO]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(
+        f"Presto weights not found (looked at {[str(c) for c in candidates]}); set {PRESTO_ENV} to the path "
+        "of Presto's default_model.pt (nasaharvest/presto, data/default_model.pt)"
+    )

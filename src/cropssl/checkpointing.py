@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
-from cropssl.artifacts import sha256_file
+from cropssl.artifacts import presto_path, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,39 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     check_checkpoint_file(path)
     try:
         return torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError) as exc:
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc}); it may be corrupt") from exc
+
+
+def read_encoder_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A checkpoint of ``cropssl-pretrain`` and its encoder weights (``encoder.`` prefix removed).
+
+    The one reader of checkpoints as encoders (export, evaluation, predict): read once, safely
+    (``weights_only``), with the ``cropssl`` metadata that names the architecture.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: a directory, a truncated file, no ``state_dict``, no cropssl metadata or no
+            encoder weights; the message says which and what to give instead.
+
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a directory; give a cropssl checkpoint file (.ckpt)")
+    ckpt = load_checkpoint(p)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{p} is not a Lightning/cropssl checkpoint (no 'state_dict')")
+    meta = ckpt.get("cropssl")
+    if not isinstance(meta, dict) or not isinstance(meta.get("encoder_config"), dict):
+        raise CheckpointError(
+            f"{p} has no cropssl metadata (checkpoint['cropssl']['encoder_config']): it was not written by "
+            "cropssl-pretrain, so the encoder architecture is unknown. Give checkpoints of cropssl-pretrain "
+            "runs (runs/<run>/checkpoints/last.ckpt); for Presto's weights use 'presto'"
+        )
+    state = {k[len("encoder.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("encoder.")}
+    if not state:
+        raise CheckpointError(f"{p} holds no encoder weights (no state_dict keys starting with 'encoder.')")
+    return ckpt, state
 
 
 def source_kind(source: str) -> str:
@@ -233,14 +265,8 @@ def init_from_weights(
     if kind == "presto":
         from cropssl.encoder import PixelTimeSeriesEncoder
 
-        path = (
-            source
-            if source != "presto"
-            else os.environ.get("CROPSSL_PRESTO", "../shared/presto/default_model.pt")
-        )
-        if not Path(path).exists():
-            raise FileNotFoundError(f"Presto weights {path} not found (set CROPSSL_PRESTO or give the path)")
-        res = encoder.load_presto_state_dict(PixelTimeSeriesEncoder._read_presto(path))  # type: ignore[operator]
+        path = presto_path(None if source == "presto" else source)
+        res = encoder.load_presto_state_dict(PixelTimeSeriesEncoder.read_presto(path))  # type: ignore[operator]
         if strict and res.get("missing"):
             raise ValueError(f"Presto weights lack {res['missing']} (strict mode); use start.strict=false")
         report.update(path=str(path), sha256=sha256_file(path), **res)

@@ -614,7 +614,8 @@ class PixelTimeSeriesEncoder(nn.Module):
 
     # ------------------------------------------------------------------ Presto weights
     @staticmethod
-    def _read_presto(path: str | Path) -> dict[str, Tensor]:
+    def read_presto(path: str | Path) -> dict[str, Tensor]:
+        """The state dict in Presto's ``default_model.pt`` (also when wrapped as ``{"state_dict": ...}``)."""
         sd = torch.load(Path(path), map_location="cpu", weights_only=True)
         if not isinstance(sd, Mapping):
             raise ValueError(f"{path} does not hold a state dict (got {type(sd).__name__})")
@@ -643,7 +644,7 @@ class PixelTimeSeriesEncoder(nn.Module):
             ValueError: If the weights do not fit the requested architecture.
 
         """
-        sd = _strip_encoder_prefix(cls._read_presto(path))
+        sd = _strip_encoder_prefix(cls.read_presto(path))
         kwargs: dict[str, Any] = {"heads": 8, "max_T": max_T}
         if "norm.weight" in sd:
             d = int(sd["norm.weight"].shape[0])

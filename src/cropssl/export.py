@@ -481,25 +481,12 @@ def _read_checkpoint(ckpt_path: Path) -> dict[str, Any]:
         from cropssl.evaluation.encoders import presto_path
 
         return _presto_checkpoint(presto_path(None if str(ckpt_path) == "presto" else ckpt_path))
-    if not ckpt_path.exists():
-        raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
-    if ckpt_path.is_dir():
-        raise ExportError(f"{ckpt_path} is a directory; give a cropssl checkpoint file (.ckpt)")
+    from cropssl.checkpointing import CheckpointError, read_encoder_checkpoint
+
     try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ExportError(f"cannot read checkpoint {ckpt_path}: {exc}") from exc
-    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
-        raise ExportError(f"{ckpt_path} is not a Lightning/cropssl checkpoint (no 'state_dict')")
-    meta = ckpt.get("cropssl")
-    if not isinstance(meta, Mapping) or not isinstance(meta.get("encoder_config"), Mapping):
-        raise ExportError(
-            f"{ckpt_path} has no cropssl metadata (checkpoint['cropssl']['encoder_config']): it was not "
-            "written by cropssl-pretrain, so the encoder architecture is unknown. Export checkpoints of "
-            "cropssl-pretrain runs (runs/<run>/checkpoints/last.ckpt); for Presto's weights use "
-            "PixelTimeSeriesEncoder.from_presto."
-        )
-    return dict(ckpt)
+        return read_encoder_checkpoint(ckpt_path)[0]
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def _model_card(config: Mapping[str, Any]) -> str:

@@ -31,14 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cropssl.artifacts import sha256_file
+from cropssl.artifacts import PRESTO_ENV, presto_path, sha256_file
 from cropssl.encoder import PixelTimeSeriesEncoder
 from cropssl.schema import BAND_GROUPS, BANDS, STATIC_GROUPS, Batch, PixelSamples
 
 #: Environment variable with the path of Presto's ``default_model.pt``.
-PRESTO_ENV = "CROPSSL_PRESTO"
-PRESTO_DEFAULT = Path("../shared/presto/default_model.pt")
-_PRESTO_REPO = Path(__file__).resolve().parents[3].parent / "shared" / "presto" / "default_model.pt"
 KINDS: tuple[str, ...] = ("export", "checkpoint", "presto", "random")
 
 
@@ -118,27 +115,6 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def presto_path(path: str | os.PathLike[str] | None = None) -> Path:
-    """Location of Presto's ``default_model.pt``: ``path``, ``$CROPSSL_PRESTO`` or the shared data.
-
-    Raises:
-        FileNotFoundError: naming every place looked at.
-
-    """
-    candidates = (
-        [Path(path)] if path else [Path(os.environ[PRESTO_ENV])] if os.environ.get(PRESTO_ENV) else []
-    )
-    if not candidates:
-        candidates = [PRESTO_DEFAULT, _PRESTO_REPO]
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise FileNotFoundError(
-        f"Presto weights not found (looked at {[str(c) for c in candidates]}); set {PRESTO_ENV} to the path "
-        "of Presto's default_model.pt (nasaharvest/presto, data/default_model.pt)"
-    )
-
-
 def spec_kind(spec: str) -> str:
     """``export``, ``checkpoint``, ``presto`` or ``random`` for an encoder spec string.
 
@@ -187,17 +163,10 @@ def load_checkpoint_encoder(path: str | os.PathLike[str]) -> tuple[PixelTimeSeri
         ValueError: the checkpoint has no cropssl metadata or no (matching) encoder weights.
 
     """
-    from cropssl.checkpointing import load_checkpoint
+    from cropssl.checkpointing import read_encoder_checkpoint
 
-    ckpt = load_checkpoint(path)
-    meta = ckpt.get("cropssl") if isinstance(ckpt, Mapping) else None
-    if not isinstance(meta, Mapping) or not isinstance(meta.get("encoder_config"), Mapping):
-        raise ValueError(
-            f"{path} has no checkpoint['cropssl']['encoder_config']: not a cropssl-pretrain checkpoint"
-        )
-    state = {k[len("encoder.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("encoder.")}
-    if not state:
-        raise ValueError(f"{path} holds no encoder weights (no state_dict keys starting with 'encoder.')")
+    ckpt, state = read_encoder_checkpoint(path)
+    meta = ckpt["cropssl"]
     encoder = PixelTimeSeriesEncoder(**dict(meta["encoder_config"]))
     try:
         encoder.load_state_dict(state, strict=True)

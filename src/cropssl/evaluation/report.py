@@ -694,9 +694,7 @@ def evaluate(
                             "macro_f1": results[-1]["macro_f1"],
                             "accuracy": results[-1]["accuracy"],
                         }
-                        p = save_head(
-                            out / "heads" / head_filename(le.name, st), {**head_common, **head}
-                        )
+                        p = save_head(out / "heads" / head_filename(le.name, st), {**head_common, **head})
                         heads_written[name] = str(p.relative_to(out))
                     timings[f"{name}_s"] = time.perf_counter() - t0
 
@@ -737,7 +735,9 @@ def evaluate(
                 }
                 fitted.append(("catboost_features", {**head_common, **head}, None))
                 if save_heads:
-                    p = save_head(out / "heads" / head_filename(None, "catboost_features"), {**head_common, **head})
+                    p = save_head(
+                        out / "heads" / head_filename(None, "catboost_features"), {**head_common, **head}
+                    )
                     heads_written["catboost_features"] = str(p.relative_to(out))
                 timings["catboost_features_s"] = time.perf_counter() - t0
             if "scratch" in baselines:
@@ -789,7 +789,9 @@ def evaluate(
                         head["linear"][key] = head["linear"][key].numpy().copy()
                 fitted.append(("scratch", {**head_common, **head}, r.model.encoder))
                 if save_heads:
-                    p = save_head(out / "heads" / head_filename("scratch", "finetune"), {**head_common, **head})
+                    p = save_head(
+                        out / "heads" / head_filename("scratch", "finetune"), {**head_common, **head}
+                    )
                     heads_written["scratch"] = str(p.relative_to(out))
                 timings["scratch_s"] = time.perf_counter() - t0
 

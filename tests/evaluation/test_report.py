@@ -32,7 +32,7 @@ from cropssl.evaluation.splits import MissingClassWarning, group_split, load_spl
 from cropssl.profiling import encoder_macs_per_sample
 from cropssl.schema import Batch
 from tests.conftest import PRESTO, REAL_FILES, make_samples, require_shared
-from tests.evaluation._evalhelpers import TINY_CONFIG, export_tiny, write_checkpoint
+from tests.evaluation._evalhelpers import TINY_CONFIG, export_tiny, tiny_encoder, write_checkpoint
 
 EA = REAL_FILES["wide"]
 FRA = REAL_FILES["long"]
@@ -388,3 +388,26 @@ def test_rare_classes_and_groups_are_reported_up_front():
     md = "\n".join(rare_and_groups_markdown(doc))
     assert "millet (10 train)" in md and "| enc + logreg | 0.25 | absent |" in md and "maize (" not in md
     assert "**Per country**" in md and "| enc + logreg | 0.500 | 0.700 |" in md
+
+
+def test_efficiency_backend_times_export_dirs_with_onnx(tmp_path):
+    """efficiency.backend=onnx times an export dir through ONNX Runtime; a random encoder stays eager."""
+    pytest.importorskip("onnxruntime")
+    from cropssl.export import export_encoder
+
+    enc_dir = tmp_path / "tiny-onnx"
+    ckpt = write_checkpoint(tiny_encoder(0), tmp_path / "t.ckpt")
+    export_encoder(ckpt, enc_dir, formats=["safetensors", "onnx"], continue_bundle=False)
+    fast = {**FAST, "strategies": ["logreg"], "baselines": [], "robustness": {"enabled": False}}
+    doc = evaluate(
+        [str(enc_dir), {"spec": "random", "name": "rand", "config": TINY_CONFIG}],
+        [EA],
+        tmp_path / "out",
+        legend="CROPTYPE24",
+        min_count=5,
+        **{**fast, "efficiency": {"repeats": 1, "batch_size": 32, "backend": "onnx"}},
+    )
+    costs = {e["name"]: e["cost"] for e in doc["encoders"]}
+    assert costs["tiny-onnx"]["backend"] == "onnx" and costs["tiny-onnx"]["px_per_s"] > 0
+    assert costs["rand"]["backend"] == "torch"
+    assert "(onnx)" in (tmp_path / "out" / "report.md").read_text()

@@ -61,7 +61,7 @@ EVALUATE_KEYS = frozenset(
 )
 PROBE_KEYS = frozenset({"logreg", "knn", "catboost"})
 BOOTSTRAP_KEYS = frozenset({"n_boot", "confidence"})
-EFFICIENCY_KEYS = frozenset({"timesteps", "batch_size", "repeats"})
+EFFICIENCY_KEYS = frozenset({"timesteps", "batch_size", "repeats", "backend"})
 ROBUSTNESS_KEYS = frozenset({"enabled", "cloud_rates", "s2_gain", "s2_offset"})
 
 

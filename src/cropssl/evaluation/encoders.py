@@ -328,18 +328,18 @@ def embed_samples(
 
 
 @torch.inference_mode()
-def measure_throughput(
-    encoder: PixelTimeSeriesEncoder, timesteps: int = 12, batch_size: int = 256, repeats: int = 3
-) -> float:
+def measure_throughput(encoder: Any, timesteps: int = 12, batch_size: int = 256, repeats: int = 3) -> float:
     """CPU inference throughput in pixels per second (best of ``repeats`` timed forward passes).
 
     Uses a dense batch (every token present, the worst case) of normalised inputs, after one warm-up pass,
-    with the current ``torch.get_num_threads()``.
+    with the current ``torch.get_num_threads()``. ``encoder``: a module or any ``Batch -> embeddings``
+    callable (a backend of :mod:`cropssl.backends`).
     """
     from cropssl.profiling import dense_batch
 
-    was = encoder.training
-    encoder.eval()
+    was = getattr(encoder, "training", False)
+    if was:
+        encoder.eval()
     batch = dense_batch(batch_size, timesteps)
     encoder(batch)  # warm-up
     best = float("inf")
@@ -347,19 +347,35 @@ def measure_throughput(
         t0 = time.perf_counter()
         encoder(batch)
         best = min(best, time.perf_counter() - t0)
-    encoder.train(was)
+    if was:
+        encoder.train(was)
     return batch_size / best
 
 
 def encoder_cost(
-    encoder: PixelTimeSeriesEncoder, timesteps: int = 12, batch_size: int = 256, repeats: int = 3
+    encoder: PixelTimeSeriesEncoder,
+    timesteps: int = 12,
+    batch_size: int = 256,
+    repeats: int = 3,
+    runner: Any | None = None,
 ) -> dict[str, Any]:
-    """MACs per pixel and CPU pixels/s of an encoder at ``timesteps`` (see :func:`measure_throughput`)."""
+    """MACs per pixel and CPU pixels/s of an encoder at ``timesteps`` (see :func:`measure_throughput`).
+
+    Args:
+        encoder: The eager encoder (MACs, parameters).
+        timesteps: Timesteps of the measured inputs.
+        batch_size: Pixels per timed forward pass.
+        repeats: Timed passes (the best counts).
+        runner: What runs the timed passes, e.g. an ONNX backend of the same weights
+            (:func:`cropssl.backends.load_backend`); default the eager encoder.
+
+    """
     from cropssl.profiling import encoder_macs_per_sample
 
     return {
         "macs_per_pixel": float(encoder_macs_per_sample(encoder, timesteps)),
-        "px_per_s": float(measure_throughput(encoder, timesteps, batch_size, repeats)),
+        "px_per_s": float(measure_throughput(runner or encoder, timesteps, batch_size, repeats)),
+        "backend": str(getattr(runner, "backend", "torch")),
         "timesteps": int(timesteps),
         "batch_size": int(batch_size),
         "repeats": int(repeats),

@@ -208,7 +208,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
                 e["embed_dim"],
                 _si(e["parameters"]),
                 _si(c.get("macs_per_pixel")),
-                _fmt(c.get("px_per_s"), 0),
+                f"{_fmt(c.get('px_per_s'), 0)} ({c.get('backend', 'torch')})",
                 (e.get("fingerprint") or "")[:12],
             ]
         )
@@ -222,7 +222,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
                 "d",
                 "params",
                 "MACs/px",
-                "px/s (CPU)",
+                "px/s (CPU, backend)",
                 "weights sha256",
             ],
             enc_rows,

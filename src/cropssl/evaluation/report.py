@@ -477,7 +477,8 @@ def evaluate(
         n_boot: Bootstrap resamples.
         confidence: CI coverage.
         timesteps: Months per sample window for files.
-        efficiency: ``timesteps``, ``batch_size``, ``repeats`` of the throughput measurement.
+        efficiency: ``timesteps``, ``batch_size``, ``repeats`` and ``backend`` (``torch``, ``onnx``,
+            ``onnx-int8``, ``auto``: what runs export-dir encoders) of the throughput measurement.
         threads: Torch / BLAS / CatBoost threads (None = leave as is).
         save_heads: Write ``heads/<encoder>__<strategy>.safetensors`` for ``cropssl-predict``.
         seed: Seed of probes, fine-tuning and the bootstrap.
@@ -515,7 +516,7 @@ def evaluate(
         raise ValueError("encoders given but no strategies")
     ft_cfg = finetune if isinstance(finetune, FinetuneConfig) else FinetuneConfig(**dict(finetune or {}))
     probes = {k: dict(v) for k, v in (probes or {}).items()}
-    eff = {"timesteps": 12, "batch_size": 256, "repeats": 3, **dict(efficiency or {})}
+    eff = {"timesteps": 12, "batch_size": 256, "repeats": 3, "backend": "torch", **dict(efficiency or {})}
     prev_threads = torch.get_num_threads()
     try:
         if threads:
@@ -643,7 +644,11 @@ def evaluate(
             for le in loaded:
                 t0 = time.perf_counter()
                 cost = encoder_cost(
-                    le.encoder, int(eff["timesteps"]), int(eff["batch_size"]), int(eff["repeats"])
+                    le.encoder,
+                    int(eff["timesteps"]),
+                    int(eff["batch_size"]),
+                    int(eff["repeats"]),
+                    runner=_efficiency_runner(le, str(eff.get("backend", "torch"))),
                 )
                 le.info["cost"] = cost
                 emb = None
@@ -934,6 +939,18 @@ def _write_predictions(
     for name, p in preds.items():
         df[name] = names[p]
     df.to_parquet(path, index=False)
+
+
+def _efficiency_runner(le: Any, backend: str) -> Any | None:
+    """The backend that times an export-dir encoder (None: eager); others always run eagerly."""
+    if backend == "torch":
+        return None
+    if le.kind != "export":
+        log.info("%s: efficiency.backend=%s applies to export directories; timed eagerly", le.name, backend)
+        return None
+    from cropssl.backends import load_backend
+
+    return load_backend(le.path, backend)
 
 
 def write_report(doc: Mapping[str, Any], out: str | Path) -> dict[str, Path]:

@@ -336,3 +336,9 @@ def test_dropping_missing_tokens_leaves_the_embedding_unchanged():
         got = enc(batch)
     assert int((~pad).sum(1).max()) < pad.shape[1]  # the compacted sequence is shorter
     torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)
+    # inference in chunks of pixels (each compacted to its own longest sequence) = one whole-batch pass
+    assert len(batch) > enc.inference_chunk
+    torch.testing.assert_close(enc(batch), full, atol=1e-5, rtol=1e-5)  # with gradients: one pass
+    enc.inference_chunk = 7  # chunks that do not divide the batch
+    with torch.inference_mode():
+        torch.testing.assert_close(enc(batch), full, atol=1e-5, rtol=1e-5)

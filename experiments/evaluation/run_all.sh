@@ -14,7 +14,8 @@ cd "$(dirname "$0")/../.."
 BIN=${BIN:-.venv/bin}
 W=../shared/data/worldcereal
 X=experiments/compare_families/exports
-ENC="encoders=[presto,random,$X/mae,$X/simclr,$X/mocov3,$X/byol,$X/dino,$X/barlow,$X/vicreg]"
+METHODS=${METHODS:-mae,simclr,mocov3,byol,dino,barlow,vicreg}  # the exports to evaluate besides presto, random
+ENC="encoders=[presto,random$(printf ",$X/%s" ${METHODS//,/ })]"
 EA="datasets=[$W/2017_east_africa_public_month_wide.parquet] legend=CROPTYPE24 min_count=10"
 FRA="datasets=[$W/2022_FRA_LPIS_month.geoparquet] legend=LANDCOVER10 min_count=15"
 

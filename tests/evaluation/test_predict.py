@@ -271,3 +271,35 @@ def test_map_agreement_with_a_reference_layer_in_the_cube(run, small_cube, tmp_p
     assert _predict(run, "tiny-enc + logreg", small_cube, tmp_path / "c.nc", "--reference", f"{product}:nope",
                     "--reference-classes", "1=a") == 2  # fmt: skip
     assert "has no variable 'nope'" in capsys.readouterr().err
+
+
+def test_evaluate_maps_cubes_and_reports_agreement(run, small_cube, tmp_path):
+    """agreement.cubes: every head maps the cube; each map's agreement with the reference layer is in
+    results.json and report.md, and equals the agreement computed by hand from the written map."""
+    from sklearn.metrics import accuracy_score
+
+    ref = np.zeros((13, 9), np.uint8)
+    ref[:, 4:] = 100
+    ref[0, 0] = 255
+    product = tmp_path / "product.nc"
+    with xr.open_dataset(small_cube, engine="h5netcdf") as ds:
+        xr.Dataset({"lc": (("y", "x"), ref)}, coords={"y": ds["y"], "x": ds["x"]}).to_netcdf(product)
+    cubes = [{"cube": str(small_cube), "reference": f"{product}:lc", "classes": "100=temporary_crops,0=other"}]
+    doc = evaluate(
+        [str(run["encoder"])], [FRA], tmp_path / "ev", legend="LANDCOVER10", min_count=15,
+        strategies=["logreg"], baselines=["catboost_features"], probes={"catboost": {"iterations": 20}},
+        n_boot=50, efficiency={"repeats": 1, "batch_size": 32}, threads=1, agreement={"cubes": cubes},
+    )  # fmt: skip
+    rows = {r["method"]: r for r in doc["agreement"]}
+    assert set(rows) == {"tiny-enc + logreg", "catboost_features"}  # heads saved although not asked
+    for r in rows.values():
+        with xr.open_dataset(tmp_path / "ev" / r["map"], engine="h5netcdf") as m:
+            names = np.array(json.loads(m.attrs["class_names"]))
+            pred = names[m["class"].values.astype(int)]
+        pred = np.where(pred == "temporary_crops", "temporary_crops", "other")
+        truth = np.where(ref == 100, "temporary_crops", "other")
+        keep = ref != 255
+        assert r["n_compared"] == keep.sum() and r["n_excluded"] == 1
+        assert r["overall_accuracy"] == pytest.approx(accuracy_score(truth[keep], pred[keep]))
+    report = (tmp_path / "ev" / "report.md").read_text()
+    assert "Map agreement with a reference product" in report and "bel_small.nc" in report

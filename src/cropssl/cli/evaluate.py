@@ -52,6 +52,7 @@ EVALUATE_KEYS = frozenset(
         "bootstrap",
         "efficiency",
         "robustness",
+        "agreement",
         "threads",
         "save_heads",
         "seed",
@@ -63,6 +64,7 @@ PROBE_KEYS = frozenset({"logreg", "knn", "catboost"})
 BOOTSTRAP_KEYS = frozenset({"n_boot", "confidence"})
 EFFICIENCY_KEYS = frozenset({"timesteps", "batch_size", "repeats", "backend"})
 ROBUSTNESS_KEYS = frozenset({"enabled", "cloud_rates", "s2_gain", "s2_offset"})
+AGREEMENT_KEYS = frozenset({"cubes"})
 
 
 def _check_keys(node: Any, allowed: frozenset[str], where: str) -> None:
@@ -122,6 +124,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     _check_keys(cfg.get("bootstrap"), BOOTSTRAP_KEYS, "bootstrap")
     _check_keys(cfg.get("efficiency"), EFFICIENCY_KEYS, "efficiency")
     _check_keys(cfg.get("robustness"), ROBUSTNESS_KEYS, "robustness")
+    _check_keys(cfg.get("agreement"), AGREEMENT_KEYS, "agreement")
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     encoders = _encoder_specs(container.get("encoders"))
@@ -159,6 +162,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         config=container,
         class_mappings=container.get("class_mappings"),
         robustness=container.get("robustness"),
+        agreement=container.get("agreement"),
     )
     best = doc["results"][0] if doc["results"] else None
     summary = {

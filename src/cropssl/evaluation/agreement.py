@@ -10,6 +10,7 @@ has an ``other`` class, else as their own column (always a disagreement).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,74 @@ def write_difference_png(
     ax.set_axis_off()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def heads_map_agreement(
+    out: Path,
+    heads: Mapping[str, str],
+    cubes: Sequence[Mapping[str, Any]],
+    macro_f1: Mapping[str, float],
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Map every cube with every saved head and compare each map with the cube's reference layer.
+
+    The ``agreement`` block of ``cropssl-evaluate``: sample macro-F1 and map agreement can rank heads
+    differently, so both are reported side by side.
+
+    Args:
+        out: The evaluation directory (heads under it; maps written to ``out/maps/``).
+        heads: Method name -> head path relative to ``out`` (the report's ``heads``).
+        cubes: Items ``{"cube": PATH.nc, "reference": PATH:VARIABLE, "classes": "CODE=NAME,..."}``; the
+            reference may be a layer of the cube itself (``reference: CUBE.nc:VARIABLE``).
+        macro_f1: Method name -> test macro F1 (for the table).
+        progress: Show a progress bar per map.
+
+    Returns:
+        One row per (cube, head): ``method``, ``cube``, ``reference``, ``macro_f1``, ``overall_accuracy``,
+        ``kappa``, ``mean_iou``, ``n_compared``, ``n_excluded``, ``n_nodata``, ``map`` (path relative to
+        ``out``), ``area_share``.
+
+    Raises:
+        ValueError: an item lacks ``cube``, ``reference`` or ``classes``.
+
+    """
+    from cropssl.predict import predict_cube
+
+    rows: list[dict[str, Any]] = []
+    for item in cubes:
+        missing = [k for k in ("cube", "reference", "classes") if not item.get(k)]
+        if missing:
+            raise ValueError(
+                f"agreement.cubes item {dict(item)} lacks {missing}: give cube, reference (PATH:VARIABLE) "
+                "and classes (CODE=NAME,...)"
+            )
+        cube = Path(str(item["cube"]))
+        for method, rel in heads.items():
+            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{cube.stem}__{method}")
+            target = out / "maps" / f"{stem}.nc"
+            s = predict_cube(
+                out / rel,
+                cube,
+                target,
+                progress=progress,
+                reference=str(item["reference"]),
+                reference_classes=str(item["classes"]),
+            )
+            a = s["agreement"]
+            rows.append(
+                {
+                    "method": method,
+                    "cube": str(cube),
+                    "reference": str(item["reference"]),
+                    "macro_f1": macro_f1.get(method),
+                    "overall_accuracy": a["overall_accuracy"],
+                    "kappa": a["kappa"],
+                    "mean_iou": float(np.nanmean(list(a["iou"].values()))) if a["iou"] else None,
+                    "n_compared": a["n_compared"],
+                    "n_excluded": int(sum(a["n_excluded_reference"].values())),
+                    "n_nodata": a["n_nodata_prediction"],
+                    "area_share": a["area_share"],
+                    "map": str(target.relative_to(out)),
+                }
+            )
+    return rows

@@ -77,6 +77,48 @@ def robustness_markdown(rob: Mapping[str, Any] | None) -> list[str]:
     return L
 
 
+def agreement_markdown(rows: list[dict[str, Any]] | None) -> list[str]:
+    """The map agreement table: every head's map against each reference layer, beside its macro F1."""
+    if not rows:
+        return []
+    L = ["### Map agreement with a reference product", ""]
+    L.append(
+        "Every head mapped each cube; the map is compared pixel by pixel with the reference layer "
+        "(reference codes outside its class list are excluded). Sample macro F1 and map agreement can "
+        "rank heads differently: a head right on the sampled fields can paint the landscape wrongly."
+    )
+    L.append("")
+    by_oa = sorted(rows, key=lambda r: (r["cube"], -r["overall_accuracy"]))
+    f1_rank = {
+        m: i for i, m in enumerate(sorted({r["method"] for r in rows}, key=lambda m: -_f1(rows, m)), 1)
+    }
+    table = [
+        [
+            Path(r["cube"]).name,
+            r["method"],
+            f"{r['overall_accuracy']:.3f}",
+            f"{r['kappa']:.3f}",
+            _fmt(r.get("mean_iou"), 3),
+            _fmt(r.get("macro_f1"), 3),
+            f1_rank[r["method"]],
+            f"{r['n_compared']} / {r['n_excluded']} / {r['n_nodata']}",
+            f"`{r['map']}`",
+        ]
+        for r in by_oa
+    ]
+    L += _table(
+        ["cube", "head", "overall acc.", "kappa", "mean IoU", "sample macro F1", "F1 rank",
+         "px compared / excluded / no-data", "map"],
+        table,
+    )  # fmt: skip
+    L.append("")
+    return L
+
+
+def _f1(rows: list[dict[str, Any]], method: str) -> float:
+    return next((r.get("macro_f1") or 0.0) for r in rows if r["method"] == method)
+
+
 def write_partial_report(out: Path, results: list[dict[str, Any]], total: int, title: str | None) -> None:
     """Write ``report.md`` marked INCOMPLETE with the results so far (the full report replaces it).
 
@@ -351,6 +393,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         )
         L.append("")
     L += robustness_markdown(doc.get("robustness"))
+    L += agreement_markdown(doc.get("agreement"))
     if sig.get("vs_best"):
         L += ["### Which differences are significant", ""]
         L.append(

@@ -456,6 +456,7 @@ def evaluate(
     progress: bool = False,
     class_mappings: str | Path | None = None,
     robustness: Mapping[str, Any] | None = None,
+    agreement: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the protocol and write the report (see the module docstring).
 
@@ -490,6 +491,9 @@ def evaluate(
             or the shared WorldCereal data).
         robustness: ``enabled``, ``cloud_rates``, ``s2_gain``, ``s2_offset`` of the robustness checks
             (:mod:`cropssl.evaluation.robustness`); None = off.
+        agreement: ``cubes``: a list of ``{cube, reference, classes}`` to map with every head and compare
+            with a reference product layer (:func:`cropssl.evaluation.agreement.heads_map_agreement`;
+            implies ``save_heads``); None or no cubes = off.
 
     Returns:
         The content of ``results.json``.
@@ -517,6 +521,7 @@ def evaluate(
     ft_cfg = finetune if isinstance(finetune, FinetuneConfig) else FinetuneConfig(**dict(finetune or {}))
     probes = {k: dict(v) for k, v in (probes or {}).items()}
     eff = {"timesteps": 12, "batch_size": 256, "repeats": 3, "backend": "torch", **dict(efficiency or {})}
+    save_heads = save_heads or bool((agreement or {}).get("cubes"))  # the maps are made from the heads
     prev_threads = torch.get_num_threads()
     try:
         if threads:
@@ -875,6 +880,13 @@ def evaluate(
             "plots": dict(PLOTS),
             "n_test": int(te.sum()),
         }
+        cubes = list((agreement or {}).get("cubes") or [])
+        if cubes:
+            from cropssl.evaluation.agreement import heads_map_agreement
+
+            log.info("map agreement: %d cube(s) x %d head(s)", len(cubes), len(heads_written))
+            f1 = {r["name"]: r["macro_f1"] for r in results}
+            doc["agreement"] = heads_map_agreement(out, heads_written, cubes, f1, progress=progress)
         from cropssl.evaluation.checks import report_checks
 
         doc["checks"] = report_checks(doc)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.neighbors import KNeighborsClassifier
 
-from cropssl.callbacks.monitors import EmbeddingHealth, ProbeMonitor, embedding_std, knn_predict, rankme
+from cropssl.callbacks.monitors import EmbeddingHealth, ProbeMonitor, embedding_std, knn_majority_vote, rankme
 from cropssl.data.datamodule import PixelDataModule
 from cropssl.data.shard_writer import write_shards
 from cropssl.encoder import PixelTimeSeriesEncoder
@@ -44,7 +44,7 @@ def test_knn_matches_scikit_learn(k):
     tr, te = rng.normal(size=(200, 16)), rng.normal(size=(80, 16))
     y = (tr[:, 0] + 0.3 * rng.normal(size=200) > 0).astype(int)  # 2 classes, odd k: no vote ties
     ref = KNeighborsClassifier(k, metric="cosine", algorithm="brute").fit(tr, y).predict(te)
-    got = knn_predict(torch.from_numpy(tr), torch.from_numpy(y), torch.from_numpy(te), k=k).numpy()
+    got = knn_majority_vote(torch.from_numpy(tr), torch.from_numpy(y), torch.from_numpy(te), k=k).numpy()
     np.testing.assert_array_equal(got, ref)
 
 

@@ -73,3 +73,13 @@ def test_batch_select_equals_the_batch_of_the_selected_samples(idx):
     for f in ("x", "mask", "month", "latlon", "dynamic_world", "label"):
         assert torch.equal(getattr(got, f), getattr(ref, f)), f
     assert got.meta == {}
+
+
+def test_batch_concat_inverts_select():
+    b = Batch.from_samples(make_samples(7, seed=2))
+    back = Batch.concat([b.select(slice(0, 3)), b.select(slice(3, None))])
+    for f in ("x", "mask", "month", "latlon", "dynamic_world", "label"):
+        assert torch.equal(getattr(back, f), getattr(b, f)), f
+    assert back.meta == {} and Batch.concat([b]).meta is b.meta
+    with pytest.raises(ValueError, match="nothing"):
+        Batch.concat([])

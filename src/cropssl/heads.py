@@ -5,24 +5,13 @@ Heads are plain ``nn.Module``s with no Lightning inside.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
-from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
+from cropssl.encoder import Block, sinusoid_encoding_table
 from cropssl.schema import BAND_GROUPS, NUM_BANDS
-
-
-def sincos_table(n: int, dim: int) -> Tensor:
-    """Fixed sinusoidal table ``[n, dim]`` (Transformer position encoding)."""
-    pos = torch.arange(n, dtype=torch.float32)[:, None]
-    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(n, dim)
-    table[:, 0::2] = torch.sin(pos * div)
-    table[:, 1::2] = torch.cos(pos * div)[:, : dim // 2]
-    return table
 
 
 def attn_mask_from_padding(pad: Tensor) -> Tensor:
@@ -67,10 +56,8 @@ class MaskedDecoder(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(dim))
         self.type_embed = nn.Embedding(num_types, dim)
         self.month_embed = nn.Embedding(13, dim)  # 12 = static token (no month)
-        self.register_buffer("time_embed", sincos_table(max_T + 1, dim), persistent=False)
-        self.blocks = nn.ModuleList(
-            [Block(dim, heads, mlp_ratio, qkv_bias=True, norm_layer=nn.LayerNorm) for _ in range(depth)]
-        )
+        self.register_buffer("time_embed", sinusoid_encoding_table(max_T + 1, dim), persistent=False)
+        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.heads = nn.ModuleList([nn.Linear(dim, len(BAND_GROUPS[g])) for g in self.groups])
         nn.init.normal_(self.mask_token, std=0.02)

@@ -325,6 +325,19 @@ class Batch:
             label=self.label[idx],
         )
 
+    @staticmethod
+    def concat(batches: Sequence[Batch]) -> Batch:
+        """Batches with the same T stacked along the batch dimension (meta kept only for a single batch)."""
+        import torch
+
+        if not batches:
+            raise ValueError("nothing to concatenate")
+        fields = ("x", "mask", "month", "latlon", "dynamic_world", "label")
+        return Batch(
+            **{f: torch.cat([getattr(b, f) for b in batches]) for f in fields},
+            meta={} if len(batches) > 1 else batches[0].meta,
+        )
+
     def to(self, device: Any, non_blocking: bool = False) -> Batch:
         """Move the tensor fields to ``device`` (Lightning's default batch transfer calls this)."""
         kw = {"non_blocking": non_blocking}

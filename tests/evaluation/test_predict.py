@@ -284,7 +284,9 @@ def test_evaluate_maps_cubes_and_reports_agreement(run, small_cube, tmp_path):
     product = tmp_path / "product.nc"
     with xr.open_dataset(small_cube, engine="h5netcdf") as ds:
         xr.Dataset({"lc": (("y", "x"), ref)}, coords={"y": ds["y"], "x": ds["x"]}).to_netcdf(product)
-    cubes = [{"cube": str(small_cube), "reference": f"{product}:lc", "classes": "100=temporary_crops,0=other"}]
+    cubes = [
+        {"cube": str(small_cube), "reference": f"{product}:lc", "classes": "100=temporary_crops,0=other"}
+    ]
     doc = evaluate(
         [str(run["encoder"])], [FRA], tmp_path / "ev", legend="LANDCOVER10", min_count=15,
         strategies=["logreg"], baselines=["catboost_features"], probes={"catboost": {"iterations": 20}},

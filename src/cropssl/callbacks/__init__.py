@@ -5,8 +5,15 @@ from cropssl.callbacks.monitors import (
     EncoderMonitor,
     ProbeMonitor,
     embedding_std,
-    knn_predict,
+    knn_majority_vote,
     rankme,
 )
 
-__all__ = ["EmbeddingHealth", "EncoderMonitor", "ProbeMonitor", "embedding_std", "knn_predict", "rankme"]
+__all__ = [
+    "EmbeddingHealth",
+    "EncoderMonitor",
+    "ProbeMonitor",
+    "embedding_std",
+    "knn_majority_vote",
+    "rankme",
+]

@@ -43,7 +43,14 @@ from cropssl.schema import Batch, PixelSamples
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EmbeddingHealth", "EncoderMonitor", "ProbeMonitor", "embedding_std", "knn_predict", "rankme"]
+__all__ = [
+    "EmbeddingHealth",
+    "EncoderMonitor",
+    "ProbeMonitor",
+    "embedding_std",
+    "knn_majority_vote",
+    "rankme",
+]
 
 ShardSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -87,7 +94,9 @@ def embedding_std(z: Tensor | np.ndarray) -> float:
     return float(z.std(dim=0, unbiased=False).mean())
 
 
-def knn_predict(train_z: Tensor, train_y: Tensor, test_z: Tensor, k: int = 20, chunk: int = 1024) -> Tensor:
+def knn_majority_vote(
+    train_z: Tensor, train_y: Tensor, test_z: Tensor, k: int = 20, chunk: int = 1024
+) -> Tensor:
     """Cosine k-nearest-neighbour majority vote (ties go to the nearest neighbour's class).
 
     Args:
@@ -424,7 +433,7 @@ class ProbeMonitor(EncoderMonitor):
         z_tr, z_te = embed(self.train_batch), embed(self.test_batch)
         y_tr, y_te = self.train_y.numpy(), self.test_y.numpy()
         labels = np.arange(len(self.classes))  # type: ignore[arg-type]
-        knn = knn_predict(z_tr, self.train_y, z_te, k=self.k).numpy()
+        knn = knn_majority_vote(z_tr, self.train_y, z_te, k=self.k).numpy()
         out = {"monitor/knn_f1": float(f1_score(y_te, knn, average="macro", labels=labels, zero_division=0))}
         if self.linear:
             out["monitor/linear_f1"] = float(

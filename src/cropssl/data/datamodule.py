@@ -30,10 +30,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from cropssl.data.remote import is_remote
 from cropssl.data.shards import (
     ShardError,
     check_compatible,
-    is_url,
     iter_shard,
     preflight,
     resolve_shards,
@@ -306,7 +306,7 @@ class PixelStream(IterableDataset):
 
     def _records(self, urls: Iterator[str]) -> Iterator[PixelSamples]:
         """Records of ``interleave`` shards at a time, taken in turn (a new shard opens when one ends)."""
-        entries = self.entries if any(is_url(u) for u in self.urls) else {}
+        entries = self.entries if any(is_remote(u) for u in self.urls) else {}
         open_: list[Iterator[PixelSamples]] = []
         urls = iter(urls)
         while True:
@@ -474,7 +474,7 @@ class PixelDataModule(pl.LightningDataModule):
         if self.trainer is not None:
             stream.set_rank(self.trainer.global_rank, self.trainer.world_size)
         world = stream.rank_world[1] if stream.rank_world is not None else 1
-        if (world > 1 and not stream.resampled) or any(is_url(u) for u in stream.urls):
+        if (world > 1 and not stream.resampled) or any(is_remote(u) for u in stream.urls):
             _ = stream.entries  # read the manifests once here, not in every worker
 
     def state_dict(self) -> dict[str, Any]:

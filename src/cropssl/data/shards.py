@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from cropssl.data.remote import is_remote
 from cropssl.schema import BANDS, SCHEMA_VERSION, PixelSamples
 
 MANIFEST = "manifest.json"
@@ -149,7 +150,7 @@ def load_manifest(shard_dir: str | os.PathLike[str]) -> dict[str, Any]:
         ValueError: the file is not a cropssl manifest of the current schema.
 
     """
-    if is_url(str(shard_dir)):
+    if is_remote(str(shard_dir)):
         from cropssl.data.remote import fetch_bytes
 
         base = str(shard_dir).rstrip("/")
@@ -170,11 +171,6 @@ def load_manifest(shard_dir: str | os.PathLike[str]) -> dict[str, Any]:
             "`cropssl-shard INPUT... --out DIR` or `cropssl-synth --out DIR`."
         )
     return check_manifest(read_manifest_file(path), str(path))
-
-
-def is_url(spec: str) -> bool:
-    """True for remote / piped shard specs that cannot be globbed locally."""
-    return "://" in spec or spec.startswith("pipe:")
 
 
 _TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.xz")
@@ -209,7 +205,7 @@ def resolve_shards(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str
             out.extend(resolve_shards(s))
         return out
     s = str(spec)
-    if is_url(s):
+    if is_remote(s):
         return _resolve_url(s)
     p = Path(s)
     if p.is_dir():
@@ -232,7 +228,7 @@ def resolve_shards(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str
 
 
 def _manifest_or_none(shard_dir: str) -> dict[str, Any] | None:
-    if is_url(shard_dir):
+    if is_remote(shard_dir):
         if shard_dir.startswith("pipe:"):
             return None
         if shard_dir not in _REMOTE_MANIFESTS:
@@ -259,7 +255,7 @@ def shard_entries(urls: Iterable[str]) -> dict[str, dict[str, Any]]:
     for u in urls:
         if u.startswith("pipe:"):
             continue
-        d = url_parent(u) if is_url(u) else str(Path(u).parent)
+        d = url_parent(u) if is_remote(u) else str(Path(u).parent)
         by_dir.setdefault(d, []).append(u)
     out: dict[str, dict[str, Any]] = {}
     for d, members in by_dir.items():
@@ -268,7 +264,7 @@ def shard_entries(urls: Iterable[str]) -> dict[str, dict[str, Any]]:
             continue
         entries = {e["name"]: e for e in manifest.get("shards", [])}
         for u in members:
-            e = entries.get(url_name(u) if is_url(u) else Path(u).name)
+            e = entries.get(url_name(u) if is_remote(u) else Path(u).name)
             if e is not None:
                 out[u] = e
     return out
@@ -276,7 +272,7 @@ def shard_entries(urls: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 def check_local_shard(url: str) -> None:
     """Compare a local shard's size with its manifest entry; raise :class:`ShardError` if truncated."""
-    if is_url(url):
+    if is_remote(url):
         return
     p = Path(url)
     if not p.exists():
@@ -302,9 +298,9 @@ def preflight(urls: Sequence[str]) -> list[tuple[str, str]]:
 
     """
     bad: list[tuple[str, str]] = []
-    entries = shard_entries([u for u in urls if not is_url(u)])
+    entries = shard_entries([u for u in urls if not is_remote(u)])
     for url in urls:
-        if is_url(url):
+        if is_remote(url):
             continue
         p = Path(url)
         if not p.exists():
@@ -324,7 +320,7 @@ def check_compatible(sources: Sequence[Sequence[str]]) -> dict[str, Any]:
         ShardError: two directories differ in T, bands or cadence (naming both).
 
     """
-    dirs = dict.fromkeys(str(Path(u).parent) for src in sources for u in src if not is_url(u))
+    dirs = dict.fromkeys(str(Path(u).parent) for src in sources for u in src if not is_remote(u))
     seen: dict[str, Any] = {}
     first: str | None = None
     for d in dirs:
@@ -370,7 +366,7 @@ def iter_shard(
 
     check_local_shard(url)
     try:
-        if is_url(url):
+        if is_remote(url):
             from cropssl.data.remote import RemoteNotFoundError, open_remote
 
             try:

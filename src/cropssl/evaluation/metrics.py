@@ -42,7 +42,7 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int | No
     return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
 
 
-def _scores(cm: np.ndarray) -> dict[str, np.ndarray]:
+def scores_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
     """Per-class and macro scores of one ``[K, K]`` or a stack ``[B, K, K]`` of confusion matrices."""
     cm = cm.astype(np.float64)
     tp = np.diagonal(cm, axis1=-2, axis2=-1)
@@ -85,7 +85,7 @@ def classification_metrics(
     """
     cm = confusion_matrix(y_true, y_pred, None if class_names is None else len(class_names))
     names = [str(c) for c in (class_names if class_names is not None else range(len(cm)))]
-    s = _scores(cm)
+    s = scores_from_confusion(cm)
     return {
         "n": int(cm.sum()),
         "accuracy": float(s["accuracy"]),
@@ -182,11 +182,11 @@ def bootstrap_macro_f1(
         idx = rng.integers(0, n, size=(b, n))
         flat = code[idx] + (np.arange(b) * k * k)[:, None]
         cms = np.bincount(flat.reshape(-1), minlength=b * k * k).reshape(b, k, k)
-        stats.append(_scores(cms)["macro_f1"])
+        stats.append(scores_from_confusion(cms)["macro_f1"])
     boot = np.concatenate(stats)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(boot, [alpha, 1 - alpha])
-    point = float(_scores(confusion_matrix(y_true, y_pred, k))["macro_f1"])
+    point = float(scores_from_confusion(confusion_matrix(y_true, y_pred, k))["macro_f1"])
     return {
         "macro_f1": point,
         "low": float(low),

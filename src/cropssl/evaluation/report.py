@@ -353,7 +353,7 @@ def paired_bootstrap_delta(
         ``{"delta", "low", "high", "p_le_0"}`` (``p_le_0``: share of resamples where a is not better).
 
     """
-    from cropssl.evaluation.metrics import _scores, confusion_matrix
+    from cropssl.evaluation.metrics import confusion_matrix, scores_from_confusion
 
     y = np.asarray(y, np.int64)
     k = n_classes
@@ -365,15 +365,19 @@ def paired_bootstrap_delta(
         b = min(256, n_boot - start)
         idx = rng.integers(0, n, size=(b, n))
         off = (np.arange(b) * k * k)[:, None]
-        fa = _scores(np.bincount((ca[idx] + off).ravel(), minlength=b * k * k).reshape(b, k, k))["macro_f1"]
-        fb = _scores(np.bincount((cb[idx] + off).ravel(), minlength=b * k * k).reshape(b, k, k))["macro_f1"]
+        fa = scores_from_confusion(
+            np.bincount((ca[idx] + off).ravel(), minlength=b * k * k).reshape(b, k, k)
+        )["macro_f1"]
+        fb = scores_from_confusion(
+            np.bincount((cb[idx] + off).ravel(), minlength=b * k * k).reshape(b, k, k)
+        )["macro_f1"]
         deltas.append(fa - fb)
     d = np.concatenate(deltas)
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(d, [alpha, 1 - alpha])
     point = float(
-        _scores(confusion_matrix(y, pred_a, k))["macro_f1"]
-        - _scores(confusion_matrix(y, pred_b, k))["macro_f1"]
+        scores_from_confusion(confusion_matrix(y, pred_a, k))["macro_f1"]
+        - scores_from_confusion(confusion_matrix(y, pred_b, k))["macro_f1"]
     )
     return {"delta": point, "low": float(lo), "high": float(hi), "p_le_0": float((d <= 0).mean())}
 

@@ -7,14 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cropssl.losses import dist
-
-
-def _check_pair(a: Tensor, b: Tensor, names: tuple[str, str]) -> None:
-    if a.ndim != 2 or a.shape != b.shape:
-        raise ValueError(
-            f"{names[0]} and {names[1]} must be 2-D [N, D] tensors of the same shape, "
-            f"got {tuple(a.shape)} and {tuple(b.shape)}"
-        )
+from cropssl.losses.checks import check_pair
 
 
 class NTXentLoss(nn.Module):
@@ -49,7 +42,7 @@ class NTXentLoss(nn.Module):
             Scalar loss.
 
         """
-        _check_pair(z0, z1, ("z0", "z1"))
+        check_pair(z0, z1, ("z0", "z1"))
         n = z0.shape[0]
         z0 = F.normalize(z0, dim=1)
         z1 = F.normalize(z1, dim=1)
@@ -103,7 +96,7 @@ class MoCoV3Loss(nn.Module):
             Scalar loss.
 
         """
-        _check_pair(q, k, ("q", "k"))
+        check_pair(q, k, ("q", "k"))
         n = q.shape[0]
         q = F.normalize(q, dim=1)
         k = F.normalize(k.detach(), dim=1)

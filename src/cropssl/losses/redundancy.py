@@ -12,14 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cropssl.losses import dist
-
-
-def _check_pair(z0: Tensor, z1: Tensor) -> None:
-    if z0.ndim != 2 or z0.shape != z1.shape:
-        raise ValueError(
-            f"z0 and z1 must be 2-D [N, D] tensors of the same shape, got {tuple(z0.shape)} and "
-            f"{tuple(z1.shape)}"
-        )
+from cropssl.losses.checks import check_pair
 
 
 def off_diagonal(m: Tensor) -> Tensor:
@@ -64,7 +57,7 @@ class BarlowTwinsLoss(nn.Module):
             Scalar loss.
 
         """
-        _check_pair(z0, z1)
+        check_pair(z0, z1)
         if self.gather_distributed:
             z0, z1 = dist.gather(z0), dist.gather(z1)
         n = z0.shape[0]
@@ -118,7 +111,7 @@ class VICRegLoss(nn.Module):
 
     def terms(self, z0: Tensor, z1: Tensor) -> dict[str, Tensor]:
         """The unweighted ``invariance``, ``variance`` and ``covariance`` terms (for logging)."""
-        _check_pair(z0, z1)
+        check_pair(z0, z1)
         invariance = F.mse_loss(z0, z1)
         if self.gather_distributed:
             z0, z1 = dist.gather(z0), dist.gather(z1)

@@ -215,20 +215,6 @@ class SSLMethod(pl.LightningModule):
             self.rng.set_state(state)
 
 
-def cat_batches(batches: list[Batch]) -> Batch:
-    """Concatenate batches with the same T along the batch dimension (metadata is dropped)."""
-    first = batches[0]
-    return Batch(
-        x=torch.cat([b.x for b in batches]),
-        mask=torch.cat([b.mask for b in batches]),
-        month=torch.cat([b.month for b in batches]),
-        latlon=torch.cat([b.latlon for b in batches]),
-        dynamic_world=torch.cat([b.dynamic_world for b in batches]),
-        label=torch.cat([b.label for b in batches]),
-        meta={} if len(batches) > 1 else first.meta,
-    )
-
-
 def encode_views(encoder: nn.Module, views: list[Batch]) -> list[Tensor]:
     """Embed views, batching together those of the same length (one forward pass each)."""
     out: list[Tensor | None] = [None] * len(views)
@@ -236,7 +222,7 @@ def encode_views(encoder: nn.Module, views: list[Batch]) -> list[Tensor]:
     for i, v in enumerate(views):
         by_len.setdefault(int(v.x.shape[1]), []).append(i)
     for idx in by_len.values():
-        z = encoder(cat_batches([views[i] for i in idx]))
+        z = encoder(Batch.concat([views[i] for i in idx]))
         for i, chunk in zip(idx, z.chunk(len(idx)), strict=True):
             out[i] = chunk
     return out  # type: ignore[return-value]

@@ -1,4 +1,4 @@
-"""What every artifact reader and writer shares: file hashes, JSON-safe values, Presto's weights.
+"""What every artifact reader and writer shares: export file names, hashes, JSON-safe values, Presto's path.
 
 One home for the helpers that exports, checkpoints, shard manifests, heads and evaluation reports used to
 carry their own copies of. Writing files atomically lives in :mod:`cropssl.io.atomic`, reading
@@ -16,7 +16,36 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PRESTO_ENV", "jsonable", "presto_path", "sha256_file"]
+__all__ = [
+    "CONFIG_FILE",
+    "CONTINUE_FILE",
+    "FORMATS",
+    "INT8_FILE",
+    "ONNX_FILE",
+    "PRESTO_ENV",
+    "WEIGHTS_FILE",
+    "jsonable",
+    "presto_path",
+    "sha256_file",
+]
+
+# the files of an export directory (cropssl-export)
+EXPORT_FORMAT = "cropssl-encoder"
+EXPORT_FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+README_FILE = "README.md"
+TORCHSCRIPT_FILE = "encoder.torchscript.pt"
+ONNX_FILE = "encoder.onnx"
+INT8_FILE = "encoder.int8.onnx"
+CONTINUE_FILE = "continue.safetensors"
+FORMATS: tuple[str, ...] = ("safetensors", "torchscript", "onnx", "onnx-int8")
+FORMAT_FILES: dict[str, str] = {
+    "safetensors": WEIGHTS_FILE,
+    "torchscript": TORCHSCRIPT_FILE,
+    "onnx": ONNX_FILE,
+    "onnx-int8": INT8_FILE,
+}
 
 PRESTO_ENV = "CROPSSL_PRESTO"
 """Environment variable with the path of Presto's published ``default_model.pt``."""

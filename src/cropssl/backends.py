@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from cropssl.artifacts import INT8_FILE, ONNX_FILE
 from cropssl.schema import DW_MISSING, Batch
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
-ONNX_FILE = "encoder.onnx"
-INT8_FILE = "encoder.int8.onnx"
 INPUT_NAMES = ("x", "mask", "month", "latlon", "dynamic_world")
 #: Smallest cosine similarity to the fp32 encoder an int8 model must reach at export to be used by auto.
 INT8_MIN_COSINE = 0.995

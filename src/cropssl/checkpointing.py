@@ -26,7 +26,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
-from cropssl.artifacts import presto_path, sha256_file
+from cropssl.artifacts import CONFIG_FILE, CONTINUE_FILE, WEIGHTS_FILE, presto_path, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -273,13 +273,13 @@ def init_from_weights(
     elif kind == "export":
         from safetensors.torch import load_file
 
-        files = [Path(source) / "model.safetensors", Path(source) / "config.json"]
+        files = [Path(source) / WEIGHTS_FILE, Path(source) / CONFIG_FILE]
         for f in files:
             if not f.exists():
                 raise FileNotFoundError(f"export dir {source} lacks {f.name}")
         parent_config = json.loads(files[1].read_text())
         report["parent_config"] = parent_config
-        bundle = Path(source) / "continue.safetensors"
+        bundle = Path(source) / CONTINUE_FILE
         same_method = (parent_config.get("continue") or {}).get("method") == getattr(
             method, "method_name", ""
         )

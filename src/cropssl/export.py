@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import re
 import shutil
 import sys
 import tempfile
@@ -35,11 +34,34 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from torch import Tensor
 
 from cropssl import __version__
-from cropssl.artifacts import jsonable, sha256_file
+from cropssl.artifacts import (
+    CONFIG_FILE,
+    CONTINUE_FILE,
+    EXPORT_FORMAT,
+    EXPORT_FORMAT_VERSION,
+    FORMAT_FILES,
+    FORMATS,
+    ONNX_FILE,
+    README_FILE,
+    TORCHSCRIPT_FILE,
+    WEIGHTS_FILE,
+    jsonable,
+    sha256_file,
+)
 from cropssl.encoder import PixelTimeSeriesEncoder
+from cropssl.export_card import model_card
+from cropssl.export_onnx import (
+    INPUT_NAMES,
+    OUTPUT_NAME,
+    TensorEncoder,
+    example_inputs,
+    export_int8,
+    export_onnx,
+    verify_format,
+)
 from cropssl.schema import (
     BAND_GROUPS,
     BANDS,
@@ -69,54 +91,13 @@ __all__ = [
     "read_export_config",
 ]
 
-EXPORT_FORMAT = "cropssl-encoder"
-EXPORT_FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-README_FILE = "README.md"
-TORCHSCRIPT_FILE = "encoder.torchscript.pt"
-ONNX_FILE = "encoder.onnx"
-CONTINUE_FILE = "continue.safetensors"
-FORMATS: tuple[str, ...] = ("safetensors", "torchscript", "onnx", "onnx-int8")
-FORMAT_FILES: dict[str, str] = {
-    "safetensors": WEIGHTS_FILE,
-    "torchscript": TORCHSCRIPT_FILE,
-    "onnx": ONNX_FILE,
-    "onnx-int8": "encoder.int8.onnx",
-}
-INPUT_NAMES: tuple[str, ...] = ("x", "mask", "month", "latlon", "dynamic_world")
-OUTPUT_NAME = "embeddings"
 TEACHER_ENCODER_PREFIX = "teacher.ema.module.encoder."
-#: Largest |difference| between the exported formats and the eager encoder accepted at export time.
-VERIFY_ATOL = 1e-4
 
 
 class ExportError(ValueError):
     """A checkpoint cannot be exported (no cropssl metadata, no encoder weights, ...)."""
 
 
-class TensorEncoder(nn.Module):
-    """Tensor-only wrapper ``(x, mask, month, latlon, dynamic_world) -> [B, d]`` used for TorchScript / ONNX.
-
-    Args:
-        encoder: The encoder to wrap (put it in eval mode first).
-
-    """
-
-    def __init__(self, encoder: PixelTimeSeriesEncoder) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(
-        self, x: Tensor, mask: Tensor, month: Tensor, latlon: Tensor, dynamic_world: Tensor
-    ) -> Tensor:
-        """Embed normalised inputs (see :meth:`PixelTimeSeriesEncoder.forward_tensors`)."""
-        return self.encoder.forward_tensors(x, mask, month, latlon, dynamic_world)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# loading (torch + safetensors + cropssl.encoder only)
-# ----------------------------------------------------------------------------------------------------------
 def _reexport_hint(config: Mapping[str, Any] | None) -> str:
     parent = ((config or {}).get("parent_checkpoint") or {}).get("path")
     ckpt = parent if parent else "CKPT"
@@ -253,35 +234,6 @@ def load_continue_bundle(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor
 # ----------------------------------------------------------------------------------------------------------
 # export
 # ----------------------------------------------------------------------------------------------------------
-def example_inputs(
-    encoder: PixelTimeSeriesEncoder, batch: int = 5, timesteps: int = 12, seed: int = 0
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Random normalised inputs with missing values (for tracing, verification and benchmarks).
-
-    Args:
-        encoder: The encoder (only ``max_T`` is used).
-        batch: Batch size.
-        timesteps: Number of timesteps (clipped to ``encoder.max_T``).
-        seed: Random seed.
-
-    Returns:
-        ``(x, mask, month, latlon, dynamic_world)`` tensors on the CPU.
-
-    """
-    g = torch.Generator().manual_seed(seed)
-    t = max(1, min(int(timesteps), encoder.max_T))
-    x = torch.randn(batch, t, len(BANDS), generator=g)
-    mask = torch.rand(batch, t, len(BANDS), generator=g) < 0.2
-    mask[:, :, 2:12] |= (torch.rand(batch, t, 1, generator=g) < 0.3).expand(batch, t, 10)
-    x = x.masked_fill(mask, 0.0)
-    month = (torch.randint(0, 12, (batch, 1), generator=g) + torch.arange(t)) % 12
-    latlon = torch.stack(
-        [torch.rand(batch, generator=g) * 140 - 60, torch.rand(batch, generator=g) * 360 - 180], 1
-    )
-    dw = torch.randint(0, DW_CLASSES, (batch, t), generator=g)
-    return x, mask, month, latlon, dw
-
-
 def _callback_metrics(ckpt: Mapping[str, Any]) -> dict[str, Any]:
     """Scores the checkpoint's callbacks stored (ModelCheckpoint's monitored metric, if any)."""
     out: dict[str, Any] = {}
@@ -327,141 +279,7 @@ def _logged_metrics(ckpt_path: Path, global_step: int | None) -> dict[str, dict[
     return last
 
 
-def _onnx_op_of(exc: BaseException) -> str:
-    """Best guess of the operator an ONNX export error is about (else the error type)."""
-    text = f"{exc}"
-    for pattern in (
-        r"(aten[:.]{1,2}[A-Za-z0-9_.]+|prim::[A-Za-z0-9_]+|onnx::[A-Za-z0-9_]+)",
-        r"No Op registered for (\w+)",
-        r"operator '?([A-Za-z0-9_:.]+)'?",
-    ):
-        m = re.search(pattern, text)
-        if m:
-            return m.group(1)
-    return type(exc).__name__
-
-
-def _export_onnx_dynamo(wrapper: TensorEncoder, args: tuple[Tensor, ...], path: Path, opset: int) -> None:
-    max_t = wrapper.encoder.max_T
-    batch = torch.export.Dim("batch", min=1)
-    time = torch.export.Dim("time", min=1, max=max_t)
-    shapes = {
-        "x": {0: batch, 1: time},
-        "mask": {0: batch, 1: time},
-        "month": {0: batch, 1: time},
-        "latlon": {0: batch},
-        "dynamic_world": {0: batch, 1: time},
-    }
-    torch.onnx.export(
-        wrapper,
-        args,
-        str(path),
-        input_names=list(INPUT_NAMES),
-        output_names=[OUTPUT_NAME],
-        dynamic_shapes=shapes,
-        opset_version=opset,
-        dynamo=True,
-        external_data=False,
-        verbose=False,
-    )
-
-
-def _export_onnx_torchscript(
-    wrapper: TensorEncoder, args: tuple[Tensor, ...], path: Path, opset: int
-) -> None:
-    axes: dict[str, dict[int, str]] = {
-        n: {0: "batch", 1: "time"} for n in ("x", "mask", "month", "dynamic_world")
-    }
-    axes["latlon"] = {0: "batch"}
-    axes[OUTPUT_NAME] = {0: "batch"}
-    torch.onnx.export(
-        wrapper,
-        args,
-        str(path),
-        input_names=list(INPUT_NAMES),
-        output_names=[OUTPUT_NAME],
-        dynamic_axes=axes,
-        opset_version=opset,
-        dynamo=False,
-    )
-
-
-#: ONNX exporters: the TorchScript-based one (fast, deprecated in torch >= 2.9) and torch.export-based one.
-ONNX_EXPORTERS: dict[str, Any] = {"torchscript": _export_onnx_torchscript, "dynamo": _export_onnx_dynamo}
-
-
-def _export_onnx(
-    wrapper: TensorEncoder,
-    args: tuple[Tensor, ...],
-    path: Path,
-    opset: int,
-    exporter: str = "auto",
-    check: Any = None,
-) -> tuple[str, int, Any]:
-    """Export ``wrapper`` to ONNX with dynamic batch and time axes, then run ``check(path)``.
-
-    With ``exporter="auto"`` the TorchScript-based exporter is tried first (fast), then the torch.export-based
-    one (which needs opset >= 18). Returns the exporter used, the opset and the result of ``check``.
-    """
-    names = list(ONNX_EXPORTERS) if exporter == "auto" else [exporter]
-    if any(n not in ONNX_EXPORTERS for n in names):
-        raise ValueError(f"unknown ONNX exporter {exporter!r}; choose auto, {', '.join(ONNX_EXPORTERS)}")
-    errors: list[str] = []
-    for name in names:
-        used_opset = max(opset, 18) if name == "dynamo" else opset
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ONNX_EXPORTERS[name](wrapper, args, path, used_opset)
-            result = check(path) if check is not None else None
-            return name, used_opset, result
-        except Exception as exc:
-            for f in path.parent.glob(f"{path.name}*"):
-                f.unlink()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            errors.append(f"{name} exporter failed ({_onnx_op_of(exc)}): {first}")
-    raise RuntimeError("; ".join(errors))
-
-
-def _verify(run: Any, wrapper: TensorEncoder, encoder: PixelTimeSeriesEncoder) -> dict[str, Any]:
-    """Compare an exported function with the eager encoder on fresh inputs of other shapes."""
-    worst = 0.0
-    shapes = []
-    for batch, t in ((3, min(12, encoder.max_T)), (1, min(7, encoder.max_T)), (7, min(24, encoder.max_T))):
-        args = example_inputs(encoder, batch, t, seed=batch * 100 + t)
-        with torch.inference_mode():
-            ref = wrapper(*args).numpy()
-        out = np.asarray(run(args))
-        if out.shape != ref.shape:
-            raise RuntimeError(f"output shape {out.shape} != eager {ref.shape} for B={batch}, T={t}")
-        worst = max(worst, float(np.abs(out - ref).max()))
-        shapes.append([batch, t])
-    if not worst <= VERIFY_ATOL:
-        raise RuntimeError(f"outputs differ from the eager encoder by {worst:.3g} (> {VERIFY_ATOL})")
-    return {"max_abs_diff": worst, "checked_shapes_BT": shapes}
-
-
 PRESTO_METHOD = "presto (published weights)"
-
-
-def _export_int8(tmp: Path, wrapper: TensorEncoder, encoder: PixelTimeSeriesEncoder) -> dict[str, Any]:
-    """Quantise ``encoder.onnx`` to int8 and measure its agreement with the eager fp32 encoder."""
-    import onnxruntime as ort
-
-    from cropssl.backends import cosine_agreement, quantize_int8
-
-    path = tmp / FORMAT_FILES["onnx-int8"]
-    quantize_int8(tmp / ONNX_FILE, path)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    worst_cos, worst_abs = 1.0, 0.0
-    for batch, t in ((64, min(12, encoder.max_T)), (16, min(7, encoder.max_T))):
-        args = example_inputs(encoder, batch, t, seed=batch + t)
-        with torch.inference_mode():
-            ref = wrapper(*args).numpy()
-        out = sess.run(None, {n: a.numpy() for n, a in zip(INPUT_NAMES, args, strict=True)})[0]
-        worst_cos = min(worst_cos, cosine_agreement(out, ref))
-        worst_abs = max(worst_abs, float(np.abs(out - ref).max()))
-    return {"min_cosine": worst_cos, "max_abs_diff": worst_abs, "quantization": "dynamic int8 (onnxruntime)"}
 
 
 def _presto_checkpoint(path: Path) -> dict[str, Any]:
@@ -487,149 +305,6 @@ def _read_checkpoint(ckpt_path: Path) -> dict[str, Any]:
         return read_encoder_checkpoint(ckpt_path)[0]
     except CheckpointError as exc:
         raise ExportError(str(exc)) from exc
-
-
-def _model_card(config: Mapping[str, Any]) -> str:
-    enc = config["encoder_config"]
-    inputs = config["inputs"]
-    lines = [
-        f"# cropssl pixel time series encoder ({config['ssl_method']}, d={config['embed_dim']})",
-        "",
-        "A Presto-compatible transformer that embeds one pixel's satellite time series (Sentinel-1, "
-        "Sentinel-2, ERA5, SRTM, NDVI, Dynamic World, lat/lon) into a "
-        f"{config['embed_dim']}-dimensional vector, pre-trained with the self-supervised method "
-        f"`{config['ssl_method']}` by cropssl {config['cropssl_version']}. Intended for crop type mapping: "
-        "train a light classifier (linear probe, k-NN, CatBoost) on the embeddings.",
-        "",
-        "## Files",
-        "",
-        "| file | content |",
-        "|---|---|",
-    ]
-    desc = {
-        WEIGHTS_FILE: "encoder weights (safetensors)",
-        CONFIG_FILE: "architecture, input contract, lineage, metrics",
-        README_FILE: "this model card",
-        TORCHSCRIPT_FILE: "TorchScript module (no Python code needed)",
-        ONNX_FILE: f"ONNX model (opset {config.get('onnx', {}).get('opset', '?')}), dynamic batch/time axes",
-        CONTINUE_FILE: "full method state (student, teacher, heads) to continue pre-training",
-    }
-    for f in config["files"]:
-        lines.append(f"| `{f}` | {desc.get(f, '')} |")
-    if config.get("formats_failed"):
-        lines += [
-            "",
-            "Formats that failed to export: " + ", ".join(f"`{k}`" for k in config["formats_failed"]),
-        ]
-    lines += [
-        "",
-        "## How to load",
-        "",
-        "```python",
-        "from cropssl.export import load_encoder",
-        "",
-        f'encoder = load_encoder("{config["export_dir_name"]}")  # torch + safetensors only, eval mode',
-        "emb = encoder(batch)  # a cropssl.schema.Batch, or (x, mask, month, latlon, dynamic_world)",
-        "```",
-        "",
-        "TorchScript (needs only torch):",
-        "",
-        "```python",
-        f'ts = torch.jit.load("{TORCHSCRIPT_FILE}")',
-        "emb = ts(x, mask, month, latlon, dynamic_world)",
-        "```",
-        "",
-        "ONNX Runtime (needs only onnxruntime + numpy):",
-        "",
-        "```python",
-        f'sess = onnxruntime.InferenceSession("{ONNX_FILE}")',
-        '(emb,) = sess.run(None, {"x": x, "mask": mask, "month": month, "latlon": latlon, '
-        '"dynamic_world": dw})',
-        "```",
-        "",
-        "From the command line: `cropssl-embed --encoder DIR INPUT... --out emb.parquet`.",
-        "",
-        "## Inputs",
-        "",
-        f"T (timesteps) between {inputs['timesteps']['min']} and {inputs['timesteps']['max']}, B any.",
-        "",
-        "| name | shape | dtype | meaning |",
-        "|---|---|---|---|",
-    ]
-    for name, spec in inputs["tensors"].items():
-        lines.append(f"| `{name}` | {spec['shape']} | {spec['dtype']} | {spec['meaning']} |")
-    lines += [
-        "",
-        f"Bands (last axis of `x`): {', '.join(inputs['bands'])}.",
-        "",
-        "Normalisation: `x = (physical + add) / div` per band, then NDVI recomputed from the normalised "
-        "B8 and B4, and 0 wherever `mask` is True (`cropssl.schema.normalize` / `Batch.from_samples`):",
-        "",
-        "| band | unit | add | div |",
-        "|---|---|---|---|",
-    ]
-    norm = inputs["normalization"]
-    for b, a, dv in zip(inputs["bands"], norm["add"], norm["div"]):
-        lines.append(f"| {b} | {inputs['units'].get(b, '')} | {a:g} | {dv:g} |")
-    lines += [
-        "",
-        "Channel groups (one token per group and timestep; static groups one token): "
-        f"{', '.join(enc['groups'])}; Dynamic World token: {enc['use_dynamic_world']}; "
-        f"lat/lon token: {enc['use_latlon']}.",
-        "",
-        "## Output",
-        "",
-        f"`{OUTPUT_NAME}`: `[B, {config['embed_dim']}]` float32, the LayerNorm of the mean of the final "
-        "tokens over the non-missing tokens.",
-        "",
-        "## Architecture",
-        "",
-        "```json",
-        json.dumps(enc, indent=2),
-        "```",
-        "",
-        "## Lineage",
-        "",
-    ]
-    parent = config["parent_checkpoint"]
-    lines.append(
-        f"Exported {config['exported']} from `{parent['path']}` (sha256 `{parent['sha256']}`, "
-        f"step {parent.get('global_step')}, epoch {parent.get('epoch')})."
-    )
-    lines.append("")
-    for i, rec in enumerate(config.get("lineage") or []):
-        src = rec.get("parent") or {}
-        origin = f", from {src.get('kind')} `{src.get('path')}`" if src else ""
-        data = ", ".join(str(d.get("manifest", d.get("first"))) for d in rec.get("data", []))
-        lines.append(
-            f"{i + 1}. `{rec.get('method')}` run `{rec.get('run_dir')}` ({rec.get('start_mode')}{origin}), "
-            f"{rec.get('steps', '?')} steps, started {rec.get('started')}; data: {data or '?'}"
-        )
-    lines += ["", "## Metrics at export", ""]
-    metrics = config.get("metrics") or {}
-    if metrics:
-        lines += ["| metric | value | source |", "|---|---|---|"]
-        for k, v in metrics.items():
-            lines.append(f"| {k} | {v} | {config.get('metrics_sources', {}).get(k, '')} |")
-    else:
-        lines.append("None recorded.")
-    lines += [
-        "",
-        f"Verification at export: TorchScript / ONNX outputs within {VERIFY_ATOL} of the eager encoder "
-        "(see `config.json` `verification`).",
-        "",
-    ]
-    int8 = (config.get("verification") or {}).get("onnx-int8")
-    if int8:
-        lines += [
-            f"int8 (`{FORMAT_FILES['onnx-int8']}`, {int8['quantization']}): smallest cosine similarity "
-            f"to the fp32 encoder {int8['min_cosine']:.4f}, largest absolute difference "
-            f"{int8['max_abs_diff']:.3g} "
-            "(random normalised inputs with missing values, at export). Check it on your own pixels before "
-            "deploying: `cropssl.load_encoder(DIR, backend='onnx-int8')`.",
-            "",
-        ]
-    return "\n".join(lines)
 
 
 def export_encoder(
@@ -756,7 +431,7 @@ def export_encoder(
                     with torch.inference_mode():
                         return m(*a).numpy()
 
-                verification["torchscript"] = _verify(run_ts, wrapper, encoder)
+                verification["torchscript"] = verify_format(run_ts, wrapper, encoder)
                 files.append(TORCHSCRIPT_FILE)
                 written.append("torchscript")
             except Exception as exc:
@@ -782,9 +457,9 @@ def export_encoder(
                     def run_onnx(a: tuple[Tensor, ...]) -> np.ndarray:
                         return sess.run(None, {n: t.numpy() for n, t in zip(INPUT_NAMES, a, strict=True)})[0]
 
-                    return _verify(run_onnx, wrapper, encoder)
+                    return verify_format(run_onnx, wrapper, encoder)
 
-                used, opset, verification["onnx"] = _export_onnx(
+                used, opset, verification["onnx"] = export_onnx(
                     wrapper, args, tmp / ONNX_FILE, onnx_opset, onnx_exporter, check_onnx
                 )
                 onnx_info = {
@@ -814,7 +489,7 @@ def export_encoder(
                     raise RuntimeError(
                         "needs the fp32 ONNX model (--format onnx,onnx-int8), which was not written"
                     )
-                verification["onnx-int8"] = _export_int8(tmp, wrapper, encoder)
+                verification["onnx-int8"] = export_int8(tmp, wrapper, encoder)
                 files.append(FORMAT_FILES["onnx-int8"])
                 written.append("onnx-int8")
             except Exception as exc:
@@ -913,7 +588,7 @@ def export_encoder(
         }
         config = jsonable(config)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        (tmp / README_FILE).write_text(_model_card(config))
+        (tmp / README_FILE).write_text(model_card(config))
         for f in tmp.iterdir():
             f.chmod(0o644)
         if out.is_dir():

@@ -9,12 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cropssl.artifacts import CONFIG_FILE
+
 
 def read_lineage(path: str | Path) -> list[dict[str, Any]]:
     """The lineage chain (oldest run first) of a checkpoint, a continue bundle or an export directory."""
     p = Path(path)
     if p.is_dir():
-        config = p / "config.json"
+        config = p / CONFIG_FILE
         if not config.exists():
             raise FileNotFoundError(f"{p} has no config.json: not a cropssl export directory")
         return list(json.loads(config.read_text()).get("lineage") or [])

@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 
 from cropssl.cli.evaluate import run as evaluate_run
 from cropssl.config import CONFIG_DIR, ConfigKeyError
+from cropssl.evaluation.data import prepare_data
 from cropssl.evaluation.encoders import (
     EncoderDataError,
     check_compatible,
@@ -25,9 +26,9 @@ from cropssl.evaluation.encoders import (
     encoder_cost,
     resolve_encoder,
 )
-from cropssl.evaluation.metrics import bootstrap_macro_f1, classification_metrics
-from cropssl.evaluation.probes import fit_predict
-from cropssl.evaluation.report import evaluate, fit_probe, paired_bootstrap_delta, prepare_data
+from cropssl.evaluation.metrics import bootstrap_macro_f1, classification_metrics, paired_bootstrap_delta
+from cropssl.evaluation.probes import fit_predict, fit_probe
+from cropssl.evaluation.report import evaluate
 from cropssl.evaluation.splits import MissingClassWarning, group_split, load_split
 from cropssl.profiling import encoder_macs_per_sample
 from cropssl.schema import Batch

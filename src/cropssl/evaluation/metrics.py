@@ -173,17 +173,7 @@ def bootstrap_macro_f1(
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     y_true, y_pred, k = _check(y_true, y_pred, n_classes)
-    n = len(y_true)
-    code = y_true * k + y_pred
-    rng = np.random.default_rng(seed)
-    stats = []
-    for start in range(0, n_boot, chunk):
-        b = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(b, n))
-        flat = code[idx] + (np.arange(b) * k * k)[:, None]
-        cms = np.bincount(flat.reshape(-1), minlength=b * k * k).reshape(b, k, k)
-        stats.append(scores_from_confusion(cms)["macro_f1"])
-    boot = np.concatenate(stats)
+    boot = bootstrap_macro_f1_samples(y_true, [y_pred], k, n_boot=n_boot, seed=seed, chunk=chunk)[0]
     alpha = (1 - confidence) / 2
     low, high = np.quantile(boot, [alpha, 1 - alpha])
     point = float(scores_from_confusion(confusion_matrix(y_true, y_pred, k))["macro_f1"])
@@ -197,4 +187,73 @@ def bootstrap_macro_f1(
     }
 
 
-__all__ = ["bootstrap_macro_f1", "classification_metrics", "confusion_matrix", "per_group_metrics"]
+def bootstrap_macro_f1_samples(
+    y_true: np.ndarray,
+    preds: Sequence[np.ndarray],
+    n_classes: int,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    chunk: int = 256,
+) -> np.ndarray:
+    """Macro F1 of each prediction on the same ``n_boot`` bootstrap resamples of the samples.
+
+    The one resampling generator behind the CIs (:func:`bootstrap_macro_f1`) and the paired tests
+    (:func:`paired_bootstrap_delta`): resample ``b`` draws the same sample indices for every prediction.
+
+    Returns:
+        ``[len(preds), n_boot]`` macro F1.
+
+    """
+    y_true = np.asarray(y_true, np.int64)
+    k, n = int(n_classes), len(y_true)
+    codes = [y_true * k + np.asarray(p, np.int64) for p in preds]
+    rng = np.random.default_rng(seed)
+    out: list[list[np.ndarray]] = [[] for _ in preds]
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(b, n))
+        off = (np.arange(b) * k * k)[:, None]
+        for i, code in enumerate(codes):
+            cms = np.bincount((code[idx] + off).reshape(-1), minlength=b * k * k).reshape(b, k, k)
+            out[i].append(scores_from_confusion(cms)["macro_f1"])
+    return np.stack([np.concatenate(o) for o in out])
+
+
+def paired_bootstrap_delta(
+    y: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    n_classes: int,
+    *,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Percentile CI of ``macro_f1(a) - macro_f1(b)`` with the same resampled test samples for both.
+
+    Returns:
+        ``{"delta", "low", "high", "p_le_0"}`` (``p_le_0``: share of resamples where a is not better).
+
+    """
+    y = np.asarray(y, np.int64)
+    fa, fb = bootstrap_macro_f1_samples(y, [pred_a, pred_b], n_classes, n_boot=n_boot, seed=seed)
+    d = fa - fb
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(d, [alpha, 1 - alpha])
+    point = float(
+        scores_from_confusion(confusion_matrix(y, pred_a, n_classes))["macro_f1"]
+        - scores_from_confusion(confusion_matrix(y, pred_b, n_classes))["macro_f1"]
+    )
+    return {"delta": point, "low": float(lo), "high": float(hi), "p_le_0": float((d <= 0).mean())}
+
+
+__all__ = [
+    "bootstrap_macro_f1",
+    "bootstrap_macro_f1_samples",
+    "classification_metrics",
+    "confusion_matrix",
+    "paired_bootstrap_delta",
+    "per_group_metrics",
+    "scores_from_confusion",
+]

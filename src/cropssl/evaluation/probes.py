@@ -72,7 +72,7 @@ def make_probe(kind: ProbeKind, *, seed: int = 0, **kw: Any) -> Any:
     raise ValueError(f"unknown probe {kind!r}; probes are {PROBES}")
 
 
-def fit_predict(
+def fit_probe(
     kind: ProbeKind,
     X_train: np.ndarray,
     y_train: np.ndarray,
@@ -81,8 +81,8 @@ def fit_predict(
     n_classes: int | None = None,
     seed: int = 0,
     **kw: Any,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fit a probe and predict.
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Fit a probe and predict; also return the fitted model (None when training has one class).
 
     Args:
         kind: ``logreg``, ``knn`` or ``catboost`` (see :func:`make_probe` for ``**kw``).
@@ -94,7 +94,8 @@ def fit_predict(
         **kw: Probe hyper-parameters.
 
     Returns:
-        ``(pred, proba)``: ``[M]`` int64 class indices and ``[M, K]`` float64 probabilities.
+        ``(pred, proba, model)``: ``[M]`` int64 class indices, ``[M, K]`` float64 probabilities, and the
+        fitted model (None when the training labels hold one class: every sample gets that class).
 
     """
     X_train = np.asarray(X_train, dtype=np.float64)
@@ -111,6 +112,7 @@ def fit_predict(
         raise ValueError(f"class index {y_train.max()} out of range for n_classes={k}")
     proba = np.zeros((len(X_test), k), dtype=np.float64)
     present = np.unique(y_train)
+    model = None
     if len(present) == 1:  # nothing to learn: every probe would predict the only class
         proba[:, present[0]] = 1.0
     else:
@@ -120,7 +122,22 @@ def fit_predict(
         model.fit(X_train, y_train)
         classes = np.asarray(model.classes_, dtype=np.int64).reshape(-1)
         proba[:, classes] = model.predict_proba(X_test)
-    return proba.argmax(axis=1).astype(np.int64), proba
+    return proba.argmax(axis=1).astype(np.int64), proba, model
 
 
-__all__ = ["PROBES", "ProbeKind", "fit_predict", "make_probe"]
+def fit_predict(
+    kind: ProbeKind,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_test: np.ndarray,
+    *,
+    n_classes: int | None = None,
+    seed: int = 0,
+    **kw: Any,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fit_probe` without the model: ``(pred, proba)``."""
+    pred, proba, _ = fit_probe(kind, X_train, y_train, X_test, n_classes=n_classes, seed=seed, **kw)
+    return pred, proba
+
+
+__all__ = ["PROBES", "ProbeKind", "fit_predict", "fit_probe", "make_probe"]

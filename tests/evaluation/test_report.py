@@ -258,6 +258,15 @@ def test_config_is_strict_and_composes(tmp_path):
         evaluate_run(_compose(f"out={tmp_path}", "encoders=[{spec: random, nme: x}]"))
     with pytest.raises(ConfigKeyError, match="top-level"):
         evaluate_run(_compose(f"out={tmp_path}", "+legnd=X"))
+    with pytest.raises(ConfigKeyError, match="efficiency.bakend. Did you mean 'backend'"):
+        evaluate_run(_compose(f"out={tmp_path}", "+efficiency.bakend=onnx"))
+    # the schema (a dataclass registered with Hydra) types every value: a wrong type fails at composition
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="min_count"):
+        _compose("min_count=ten")
+    with pytest.raises(ConfigCompositionException, match="legnd"):
+        _compose("legnd=X")
 
 
 def test_app_in_process_with_finetune_and_scratch(tiny_export, tmp_path):

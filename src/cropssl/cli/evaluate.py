@@ -26,45 +26,13 @@ import sys
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from cropssl.config import CONFIG_DIR, ConfigKeyError, check_config
+from cropssl.evaluation.config import EvaluateConfig, field_names
 
 log = logging.getLogger("cropssl.evaluate")
-
-#: Keys allowed at the top of an evaluation config (besides ``hydra``).
-EVALUATE_KEYS = frozenset(
-    {
-        "encoders",
-        "datasets",
-        "legend",
-        "class_mappings",
-        "min_count",
-        "unknown",
-        "timesteps",
-        "split",
-        "strategies",
-        "baselines",
-        "probes",
-        "finetune",
-        "random_encoder",
-        "group_keys",
-        "bootstrap",
-        "efficiency",
-        "robustness",
-        "agreement",
-        "threads",
-        "save_heads",
-        "seed",
-        "title",
-        "out",
-    }
-)
-PROBE_KEYS = frozenset({"logreg", "knn", "catboost"})
-BOOTSTRAP_KEYS = frozenset({"n_boot", "confidence"})
-EFFICIENCY_KEYS = frozenset({"timesteps", "batch_size", "repeats", "backend"})
-ROBUSTNESS_KEYS = frozenset({"enabled", "cloud_rates", "s2_gain", "s2_offset"})
-AGREEMENT_KEYS = frozenset({"cubes"})
 
 
 def _check_keys(node: Any, allowed: frozenset[str], where: str) -> None:
@@ -96,12 +64,18 @@ def _encoder_specs(encoders: Any) -> list[Any]:
     return out
 
 
-def _list(v: Any) -> list[Any]:
-    if v is None:
-        return []
-    if isinstance(v, str):
-        return [v]
-    return list(v)
+def _schema_error(exc: Exception) -> str:
+    """One line naming the key the schema rejected, with the closest valid names."""
+    import dataclasses
+
+    from cropssl.config import suggest
+
+    key, first = str(getattr(exc, "full_key", "") or "?"), str(exc).splitlines()[0]
+    kind = getattr(exc, "object_type", None)
+    if not dataclasses.is_dataclass(kind):
+        return f"invalid evaluation config at {key}: {first}"
+    valid = [f.name for f in dataclasses.fields(kind)]
+    return f"unknown config key {key}.{suggest(key.rpartition('.')[2], valid)} Valid keys: {valid}"
 
 
 def _command() -> str:
@@ -119,54 +93,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     from cropssl.evaluation.report import evaluate
 
-    check_config(cfg, allowed=EVALUATE_KEYS)
-    _check_keys(cfg.get("probes"), PROBE_KEYS, "probes")
-    _check_keys(cfg.get("bootstrap"), BOOTSTRAP_KEYS, "bootstrap")
-    _check_keys(cfg.get("efficiency"), EFFICIENCY_KEYS, "efficiency")
-    _check_keys(cfg.get("robustness"), ROBUSTNESS_KEYS, "robustness")
-    _check_keys(cfg.get("agreement"), AGREEMENT_KEYS, "agreement")
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
-    encoders = _encoder_specs(container.get("encoders"))
-    split_fn = instantiate(cfg.split) if cfg.get("split") is not None else None
-    finetune_cfg = instantiate(cfg.finetune) if cfg.get("finetune") is not None else None
-    random_encoder = dict(container.get("random_encoder") or {})
-    random_encoder.pop("_target_", None)
-    bootstrap = dict(container.get("bootstrap") or {})
-    legend = container["legend"]
-    if isinstance(cfg.legend, (DictConfig, ListConfig)):
-        legend = {str(k): v for k, v in dict(legend).items()}
+    check_config(cfg, allowed=field_names())
+    try:  # an untyped copy: keys added with `+` (Hydra opens the struct for them) fail here too
+        plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        settings = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvaluateConfig), plain))
+    except OmegaConfBaseException as exc:
+        raise ConfigKeyError(_schema_error(exc)) from None
+    assert isinstance(settings, EvaluateConfig)
     doc = evaluate(
-        encoders,
-        _list(container.get("datasets")),
-        container["out"],
-        legend=legend,
-        min_count=int(container.get("min_count", 1)),
-        unknown=str(container.get("unknown", "drop")),
-        split=split_fn,
-        strategies=_list(container.get("strategies")),
-        baselines=_list(container.get("baselines")),
-        probes=container.get("probes") or {},
-        finetune=finetune_cfg,
-        random_encoder=random_encoder,
-        group_keys=_list(container.get("group_keys")),
-        n_boot=int(bootstrap.get("n_boot", 1000)),
-        confidence=float(bootstrap.get("confidence", 0.95)),
-        timesteps=int(container.get("timesteps", 12)),
-        efficiency=container.get("efficiency") or {},
-        threads=container.get("threads"),
-        save_heads=bool(container.get("save_heads", False)),
-        seed=int(container.get("seed", 0)),
-        title=container.get("title"),
+        _encoder_specs(settings.encoders),
+        settings.datasets,
+        settings.out,
+        split=instantiate(cfg.split) if cfg.get("split") is not None else None,
+        finetune=instantiate(cfg.finetune) if cfg.get("finetune") is not None else None,
         command=_command(),
-        config=container,
-        class_mappings=container.get("class_mappings"),
-        robustness=container.get("robustness"),
-        agreement=container.get("agreement"),
+        config=OmegaConf.to_container(cfg, resolve=True),
+        **settings.evaluate_kwargs(),
     )
     best = doc["results"][0] if doc["results"] else None
     summary = {
-        "out": str(container["out"]),
+        "out": str(settings.out),
         "n_test": doc["n_test"],
         "best": None if best is None else {"name": best["name"], "macro_f1": round(best["macro_f1"], 4)},
         "results": {r["name"]: round(r["macro_f1"], 4) for r in doc["results"]},

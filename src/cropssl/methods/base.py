@@ -9,6 +9,7 @@ and nothing else that is generic. Everything that must survive a resume lives in
 from __future__ import annotations
 
 import functools
+from datetime import datetime
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
@@ -70,6 +71,10 @@ class SSLMethod(pl.LightningModule):
             )
         #: Plain-dict extras stored in every checkpoint under ``checkpoint["cropssl"]``.
         self.checkpoint_extras: dict[str, Any] = {}
+        #: Global step of the checkpoint this run resumed from (set when Lightning restores it).
+        self.resumed_step: int | None = None
+        #: File name of the checkpoint a resumed run starts from, for the lineage (set by the training run).
+        self.resume_checkpoint: str | None = None
         #: The method's own random generator (masks, views); its state is checkpointed so a resumed run
         #: draws exactly the masks the uninterrupted run would have drawn.
         self.rng = torch.Generator().manual_seed(0)
@@ -207,12 +212,29 @@ class SSLMethod(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the method's generator on resume (and the L2-SP anchor's buffers, before the weights)."""
+        """Resume: the generator, the anchor, the lineage, the loggers' step, from Lightning's checkpoint.
+
+        The L2-SP anchor's buffers are created before the weights load; the lineage the run started with
+        is kept and the resume recorded in it; the loggers are told the step (a CSV log drops the rows
+        logged after it: they are logged again).
+
+        This is the one read of the checkpoint on resume (Lightning's).
+        """
         if any(k.startswith(self._ANCHOR) for k in checkpoint.get("state_dict", {})) and not self.has_anchor:
             self.set_anchor()
-        state = checkpoint.get("cropssl", {}).get("rng_state")
-        if state is not None:
-            self.rng.set_state(state)
+        extras = checkpoint.get("cropssl", {})
+        if extras.get("rng_state") is not None:
+            self.rng.set_state(extras["rng_state"])
+        self.resumed_step = step = int(checkpoint.get("global_step", 0))
+        lineage = [dict(r) for r in extras.get("lineage") or self.checkpoint_extras.get("lineage", [])]
+        if lineage:
+            resume = {"at": datetime.now().isoformat(timespec="seconds"), "from_step": step,
+                      "checkpoint": self.resume_checkpoint}  # fmt: skip
+            lineage[-1]["resumes"] = [*lineage[-1].get("resumes", []), resume]
+        self.checkpoint_extras["lineage"] = lineage
+        for logger in self.loggers if self._trainer is not None else []:
+            if hasattr(logger, "resume_from"):
+                logger.resume_from(step)
 
 
 def encode_views(encoder: nn.Module, views: list[Batch]) -> list[Tensor]:

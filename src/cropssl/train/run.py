@@ -92,7 +92,7 @@ def lineage_record(
     return [*chain, record]
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, resume_step: int | None) -> list[Any] | bool:
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any] | bool:
     """Instantiate the loggers so that a resumed run continues its CSV log and its wandb run."""
     import hashlib
 
@@ -104,8 +104,6 @@ def build_loggers(cfg: DictConfig, run_dir: Path, resume_step: int | None) -> li
     for node in cfg.logger.values():
         target = str(node.get("_target_", ""))
         kwargs: dict[str, Any] = {}
-        if target.endswith("ResumableCSVLogger"):
-            kwargs["resume_step"] = resume_step
         if target.endswith("WandbLogger") and node.get("id") is None:
             kwargs["id"] = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
         loggers.append(instantiate(node, **kwargs))
@@ -214,25 +212,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "start=from_weights (a fresh run has no weights worth keeping)"
         )
     lineage = lineage_record(cfg, run_dir, init_report)
-    start_step = 0
-    if ckpt_path is not None:  # resume: keep the lineage the run started with, and record the resume
-        from cropssl.checkpointing import load_checkpoint
-
-        resumed = load_checkpoint(ckpt_path)  # read once here (Lightning reads it again to restore)
-        start_step = int(resumed["global_step"])
-        lineage = [dict(r) for r in resumed.get("cropssl", {}).get("lineage", lineage)]
-        lineage[-1]["resumes"] = [
-            *lineage[-1].get("resumes", []),
-            {
-                "at": datetime.now().isoformat(timespec="seconds"),
-                "from_step": start_step,
-                "checkpoint": Path(ckpt_path).name,
-            },
-        ]
-        del resumed
     method.checkpoint_extras = {"run_config": OmegaConf.to_container(cfg, resolve=True), "lineage": lineage}
     datamodule = instantiate(cfg.data)
-    loggers = build_loggers(cfg, run_dir, None if ckpt_path is None else start_step)
+    loggers = build_loggers(cfg, run_dir)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told not to show
         from pytorch_lightning.callbacks import ProgressBar
@@ -260,6 +242,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             cost["train_macs_per_sample"] / 1e6,
         )
     start = time.time()
+    method.resume_checkpoint = None if ckpt_path is None else Path(ckpt_path).name
     trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path)
     every_n = (cfg.callbacks or {}).get("checkpoint", {}).get("every_n_train_steps")
     save_final_checkpoint(trainer, run_dir, every_n)
@@ -267,7 +250,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"run_dir": str(run_dir)}
     if trainer.is_global_zero and cfg.summary:
         wall = time.time() - start
-        samples = (trainer.global_step - start_step) * int(cfg.data.batch_size) * trainer.world_size
+        steps = trainer.global_step - (method.resumed_step or 0)
+        samples = steps * int(cfg.data.batch_size) * trainer.world_size
         extra = {
             "method": cfg.method.get("name"),
             "batch_size": int(cfg.data.batch_size),

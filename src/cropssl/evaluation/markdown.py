@@ -176,13 +176,23 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 def render_markdown(doc: Mapping[str, Any]) -> str:
     """The text of ``report.md`` from the content of ``results.json``."""
-    res = doc["results"]
-    classes = doc["labels"]["classes"]
-    lab = doc["labels"]["report"]
-    sp = doc["split"]
-    sig = doc["significance"] or {}
-    conf = round(100 * doc["protocol"]["confidence"])
-    n_test = doc["n_test"]
+    sections = (
+        _header,
+        _summary,
+        _what,
+        _data,
+        _split,
+        _results,
+        _per_class,
+        _per_group,
+        _efficiency,
+        _finetune_runs,
+    )
+    return "\n".join(line for section in sections for line in section(doc))
+
+
+def _header(doc: Mapping[str, Any]) -> list[str]:
+    """Title, provenance and the self-check box."""
     L: list[str] = [f"# {doc['title']}", ""]
     L.append(
         f"Generated {doc['created']} by `cropssl-evaluate`"
@@ -195,7 +205,17 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         L.append(">")
         L += [f"> - **{c['check']}**: {c['message']}" for c in doc["checks"]]
         L.append("")
-    # ---- summary
+    return L
+
+
+def _summary(doc: Mapping[str, Any]) -> list[str]:
+    """The best method, what is tied with it, the baseline comparison and the CI width."""
+    res = doc["results"]
+    classes = doc["labels"]["classes"]
+    sig = doc["significance"] or {}
+    conf = round(100 * doc["protocol"]["confidence"])
+    n_test = doc["n_test"]
+    L: list[str] = []
     L += ["## Summary", ""]
     if res:
         best = res[0]
@@ -236,7 +256,12 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         )
     L.append("")
     L += rare_and_groups_markdown(doc)
-    # ---- what
+    return L
+
+
+def _what(doc: Mapping[str, Any]) -> list[str]:
+    """The encoders, strategies and protocol."""
+    L: list[str] = []
     L += ["## What was evaluated", ""]
     enc_rows = []
     for e in doc["encoders"]:
@@ -297,7 +322,15 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         f"{doc['environment']['torch_threads']} torch thread(s) (probe cost excluded, negligible)."
     )
     L.append("")
-    # ---- data
+    return L
+
+
+def _data(doc: Mapping[str, Any]) -> list[str]:
+    """Sources and the label decisions."""
+    classes = doc["labels"]["classes"]
+    lab = doc["labels"]["report"]
+    sp = doc["split"]
+    L: list[str] = []
     d = doc["data"]
     L += ["## Data", ""]
     L += _table(
@@ -337,7 +370,14 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         f"{lab.get('unseen') or 'none'}."
     )
     L.append("")
-    # ---- split
+    return L
+
+
+def _split(doc: Mapping[str, Any]) -> list[str]:
+    """The split builder, fold sizes, leakage check and class counts per fold."""
+    classes = doc["labels"]["classes"]
+    sp = doc["split"]
+    L: list[str] = []
     L += ["## Split", ""]
     L.append(f"- Builder: `{json.dumps(sp['info'])}`.")
     L.append(f"- Fold sizes: {sp['fold_sizes']}. The split is saved in `split.json`.")
@@ -349,7 +389,15 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     rows = [[c, *[sp["class_counts"][f].get(c, 0) for f in folds]] for c in [*classes, "(unseen class)"]]
     L += _table(["class", *folds], rows)
     L.append("")
-    # ---- results
+    return L
+
+
+def _results(doc: Mapping[str, Any]) -> list[str]:
+    """The ranked results, the cost of a map, robustness, agreement and significance tests."""
+    res = doc["results"]
+    sig = doc["significance"] or {}
+    conf = round(100 * doc["protocol"]["confidence"])
+    L: list[str] = []
     L += ["## Results", ""]
     rows = []
     for i, r in enumerate(res, 1):
@@ -411,7 +459,14 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
             L.append("")
             L += _table(["method", "Δ macro F1 vs baseline", f"paired {conf}% CI", "verdict"], rows)
             L.append("")
-    # ---- per class
+    return L
+
+
+def _per_class(doc: Mapping[str, Any]) -> list[str]:
+    """Per-class F1 (absent classes named) and the plots."""
+    res = doc["results"]
+    classes = doc["labels"]["classes"]
+    L: list[str] = []
     L += ["### Per-class F1", ""]
     support = [res[0]["metrics"]["per_class"][c]["support"] for c in classes] if res else []
     rows = [
@@ -430,7 +485,13 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     L.append("")
     L.append(f"![confusion matrices]({PLOTS['confusion']})")
     L.append("")
-    # ---- per group
+    return L
+
+
+def _per_group(doc: Mapping[str, Any]) -> list[str]:
+    """Macro F1 per group of the test fold."""
+    res = doc["results"]
+    L: list[str] = []
     keys = [k for k in doc["protocol"]["group_keys"] if res and k in res[0]["per_group"]]
     if keys:
         L += ["### Per group (test fold)", ""]
@@ -447,13 +508,24 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
             L.append("")
             L += _table(["method", *[f"{g} (n={ns[g]})" for g in groups]], rows)
             L.append("")
-    # ---- efficiency
+    return L
+
+
+def _efficiency(doc: Mapping[str, Any]) -> list[str]:
+    """The efficiency frontier plots."""
+    L: list[str] = []
     L += ["### Efficiency", ""]
     L.append(f"![macro F1 vs MACs per pixel]({PLOTS['frontier_macs']})")
     L.append("")
     L.append(f"![macro F1 vs pixels per second]({PLOTS['frontier_px_per_s']})")
     L.append("")
-    # ---- fine-tuning details
+    return L
+
+
+def _finetune_runs(doc: Mapping[str, Any]) -> list[str]:
+    """Fine-tuning runs, saved heads, warnings and how to reproduce."""
+    res = doc["results"]
+    L: list[str] = []
     fts = [r for r in res if r.get("finetune")]
     if fts:
         L += ["### Fine-tuning runs", ""]
@@ -501,4 +573,4 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     if doc.get("command"):
         L += ["", "```", doc["command"], "```"]
     L.append("")
-    return "\n".join(L)
+    return L

@@ -366,43 +366,8 @@ def export_encoder(
         continue_bundle = False
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    meta = ckpt["cropssl"]
-    state: Mapping[str, Any] = ckpt["state_dict"]
-    prefix = TEACHER_ENCODER_PREFIX if teacher else "encoder."
-    enc_state = {
-        k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and isinstance(v, Tensor)
-    }
-    if not enc_state:
-        which = "teacher encoder" if teacher else "encoder"
-        raise ExportError(
-            f"{ckpt_path} holds no {which} weights (no state_dict keys starting with {prefix!r})"
-        )
-    enc_cfg = dict(meta["encoder_config"])
-    try:
-        encoder = PixelTimeSeriesEncoder(**enc_cfg)
-        encoder.load_state_dict(enc_state, strict=True)
-    except (TypeError, RuntimeError, ValueError) as exc:
-        raise ExportError(
-            f"the encoder weights of {ckpt_path} do not match its encoder_config {enc_cfg}: {exc}"
-        ) from exc
-    encoder.eval()
-    enc_cfg = encoder.config
-    wrapper = TensorEncoder(encoder).eval()
-
-    sha = sha256_file(ckpt_path)
-    global_step = ckpt.get("global_step")
-    all_metrics: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for k, v in ({} if presto else _logged_metrics(ckpt_path, global_step)).items():
-        all_metrics[k] = v["value"]
-        sources[k] = f"metrics.csv, step {v['step']}"
-    for k, v in _callback_metrics(ckpt).items():
-        all_metrics[k] = v
-        sources[k] = "checkpoint callback"
-    for k, v in (metrics or {}).items():
-        all_metrics[str(k)] = jsonable(v)
-        sources[str(k)] = "export argument"
-
+    encoder = _checkpoint_encoder(ckpt, ckpt_path, teacher)
+    all_metrics, sources = _collect_metrics(ckpt, ckpt_path, presto, metrics)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -412,169 +377,41 @@ def export_encoder(
             str(tmp / WEIGHTS_FILE),
             metadata={"format": EXPORT_FORMAT, "cropssl_version": __version__},
         )
-        files = [WEIGHTS_FILE, CONFIG_FILE, README_FILE]
-        written = ["safetensors"]
-        failed: dict[str, str] = {}
-        verification: dict[str, Any] = {}
-        onnx_info: dict[str, Any] = {}
-        args = example_inputs(encoder)
-
-        if "torchscript" in formats:
-            try:
-                with warnings.catch_warnings(), torch.no_grad():
-                    warnings.simplefilter("ignore")
-                    traced = torch.jit.trace(wrapper, args, check_trace=False)
-                    torch.jit.save(traced, str(tmp / TORCHSCRIPT_FILE))
-                    loaded = torch.jit.load(str(tmp / TORCHSCRIPT_FILE))
-
-                def run_ts(a: tuple[Tensor, ...], m: Any = loaded) -> np.ndarray:
-                    with torch.inference_mode():
-                        return m(*a).numpy()
-
-                verification["torchscript"] = verify_format(run_ts, wrapper, encoder)
-                files.append(TORCHSCRIPT_FILE)
-                written.append("torchscript")
-            except Exception as exc:
-                (tmp / TORCHSCRIPT_FILE).unlink(missing_ok=True)
-                failed["torchscript"] = f"{type(exc).__name__}: {exc}"
-                warnings.warn(f"TorchScript export failed, skipped: {failed['torchscript']}", stacklevel=2)
-                print(
-                    f"WARNING: TorchScript export failed, skipped: {failed['torchscript']}", file=sys.stderr
-                )
-
-        if "onnx" in formats:
-            try:
-                try:
-                    import onnxruntime as ort
-                except ImportError:
-                    ort = None
-
-                def check_onnx(path: Path) -> dict[str, Any]:
-                    if ort is None:
-                        return {"skipped": "onnxruntime not installed"}
-                    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-                    def run_onnx(a: tuple[Tensor, ...]) -> np.ndarray:
-                        return sess.run(None, {n: t.numpy() for n, t in zip(INPUT_NAMES, a, strict=True)})[0]
-
-                    return verify_format(run_onnx, wrapper, encoder)
-
-                used, opset, verification["onnx"] = export_onnx(
-                    wrapper, args, tmp / ONNX_FILE, onnx_opset, onnx_exporter, check_onnx
-                )
-                onnx_info = {
-                    "file": ONNX_FILE,
-                    "opset": opset,
-                    "exporter": used,
-                    "inputs": list(INPUT_NAMES),
-                    "output": OUTPUT_NAME,
-                    "dynamic_axes": {
-                        "batch": "all inputs, axis 0",
-                        "time": "x, mask, month, dynamic_world, axis 1",
-                    },
-                }
-                files.append(ONNX_FILE)
-                written.append("onnx")
-            except Exception as exc:
-                for f in tmp.glob(f"{ONNX_FILE}*"):
-                    f.unlink()
-                failed["onnx"] = str(exc)
-                msg = f"ONNX export failed, encoder.onnx not written (the other formats are): {exc}"
-                warnings.warn(msg, stacklevel=2)
-                print(f"WARNING: {msg}", file=sys.stderr)
-
-        if "onnx-int8" in formats:
-            try:
-                if "onnx" not in written:
-                    raise RuntimeError(
-                        "needs the fp32 ONNX model (--format onnx,onnx-int8), which was not written"
-                    )
-                verification["onnx-int8"] = export_int8(tmp, wrapper, encoder)
-                files.append(FORMAT_FILES["onnx-int8"])
-                written.append("onnx-int8")
-            except Exception as exc:
-                (tmp / FORMAT_FILES["onnx-int8"]).unlink(missing_ok=True)
-                failed["onnx-int8"] = str(exc)
-                msg = f"int8 ONNX export failed, {FORMAT_FILES['onnx-int8']} not written: {exc}"
-                warnings.warn(msg, stacklevel=2)
-                print(f"WARNING: {msg}", file=sys.stderr)
-
-        continue_info: dict[str, Any] | None = None
-        if continue_bundle:
-            full = {k: v.detach().contiguous().clone() for k, v in state.items() if isinstance(v, Tensor)}
-            save_file(
-                full,
-                str(tmp / CONTINUE_FILE),
-                metadata={"format": "cropssl-continue", "method": str(meta.get("method"))},
-            )
-            run_config = meta.get("run_config") or {}
-            continue_info = {
-                "file": CONTINUE_FILE,
-                "sha256": sha256_file(tmp / CONTINUE_FILE),
-                "method": meta.get("method"),
-                "method_config": jsonable(
-                    run_config.get("method") if isinstance(run_config, Mapping) else None
-                ),
-                "global_step": global_step,
-                "epoch": ckpt.get("epoch"),
-                "num_tensors": len(full),
-                "has_teacher": any(k.startswith("teacher.") for k in full),
-                "prefixes": sorted({k.split(".", 1)[0] for k in full}),
-                "run_config": jsonable(run_config),
-            }
+        written = _write_formats(tmp, encoder, formats, onnx_opset, onnx_exporter)
+        continue_info = _write_continue_bundle(tmp, ckpt) if continue_bundle else None
+        files = [WEIGHTS_FILE, CONFIG_FILE, README_FILE, *written["files"]]
+        if continue_info:
             files.append(CONTINUE_FILE)
-
+        sha = sha256_file(ckpt_path)
         parent = {
             "kind": "presto" if presto else "checkpoint",
             "path": str(ckpt_path.resolve()),
             "sha256": sha,
-            "global_step": global_step,
+            "global_step": ckpt.get("global_step"),
             "epoch": ckpt.get("epoch"),
             "encoder": "teacher" if teacher else "student",
         }
-        lineage = [dict(r) for r in jsonable(meta.get("lineage") or [])]
+        lineage = [dict(r) for r in jsonable(ckpt["cropssl"].get("lineage") or [])]
         if lineage:
-            lineage[-1]["exported_from"] = {"path": parent["path"], "sha256": sha, "global_step": global_step}
+            lineage[-1]["exported_from"] = {"path": parent["path"], "sha256": sha,
+                                            "global_step": parent["global_step"]}  # fmt: skip
         config: dict[str, Any] = {
             "format": EXPORT_FORMAT,
             "format_version": EXPORT_FORMAT_VERSION,
             "architecture": "cropssl.encoder.PixelTimeSeriesEncoder",
-            "encoder_config": enc_cfg,
+            "encoder_config": encoder.config,
             "embed_dim": encoder.embed_dim,
-            "ssl_method": meta.get("method"),
-            "inputs": {
-                "bands": list(BANDS),
-                "units": dict(UNITS),
-                "groups": {g: [BANDS[i] for i in BAND_GROUPS[g]] for g in encoder.groups},
-                "static_groups": [g for g in encoder.groups if g in STATIC_GROUPS],
-                "timesteps": {"min": 1, "max": encoder.max_T},
-                "normalization": {
-                    "add": [float(v) for v in NORM_ADD],
-                    "div": [float(v) for v in NORM_DIV],
-                    "formula": "(x + add) / div; NDVI recomputed from normalised B8, B4; 0 where missing",
-                },
-                "dynamic_world": {"classes": DW_CLASSES, "missing": DW_MISSING},
-                "tensors": {
-                    "x": {"shape": "[B, T, 17]", "dtype": "float32", "meaning": "normalised values"},
-                    "mask": {"shape": "[B, T, 17]", "dtype": "bool", "meaning": "True = missing"},
-                    "month": {"shape": "[B, T]", "dtype": "int64", "meaning": "calendar month, 0 = January"},
-                    "latlon": {"shape": "[B, 2]", "dtype": "float32", "meaning": "latitude, longitude (deg)"},
-                    "dynamic_world": {
-                        "shape": "[B, T]",
-                        "dtype": "int64",
-                        "meaning": f"Dynamic World class, {DW_MISSING} = missing",
-                    },
-                },
-            },
+            "ssl_method": ckpt["cropssl"].get("method"),
+            "inputs": inputs_spec(encoder),
             "output": {"name": OUTPUT_NAME, "shape": f"[B, {encoder.embed_dim}]", "dtype": "float32"},
             "files": files,
-            "formats": written,
-            "formats_failed": failed,
+            "formats": written["formats"],
+            "formats_failed": written["failed"],
             "torchscript": {"file": TORCHSCRIPT_FILE, "method": "torch.jit.trace"}
-            if "torchscript" in written
+            if "torchscript" in written["formats"]
             else {},
-            "onnx": onnx_info,
-            "verification": verification,
+            "onnx": written["onnx"],
+            "verification": written["verification"],
             "parent_checkpoint": parent,
             "lineage": lineage,
             "metrics": all_metrics,
@@ -600,3 +437,190 @@ def export_encoder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return config
+
+
+def _checkpoint_encoder(ckpt: Mapping[str, Any], ckpt_path: Path, teacher: bool) -> PixelTimeSeriesEncoder:
+    """The (student or EMA teacher) encoder of a checkpoint, in eval mode; names the mismatch if any."""
+    state: Mapping[str, Any] = ckpt["state_dict"]
+    prefix = TEACHER_ENCODER_PREFIX if teacher else "encoder."
+    enc_state = {
+        k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix) and isinstance(v, Tensor)
+    }
+    if not enc_state:
+        which = "teacher encoder" if teacher else "encoder"
+        raise ExportError(
+            f"{ckpt_path} holds no {which} weights (no state_dict keys starting with {prefix!r})"
+        )
+    enc_cfg = dict(ckpt["cropssl"]["encoder_config"])
+    try:
+        encoder = PixelTimeSeriesEncoder(**enc_cfg)
+        encoder.load_state_dict(enc_state, strict=True)
+    except (TypeError, RuntimeError, ValueError) as exc:
+        raise ExportError(
+            f"the encoder weights of {ckpt_path} do not match its encoder_config {enc_cfg}: {exc}"
+        ) from exc
+    return encoder.eval()
+
+
+def _collect_metrics(
+    ckpt: Mapping[str, Any], ckpt_path: Path, presto: bool, metrics: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The metrics to record (from metrics.csv, the checkpoint's callbacks, the caller) and their sources."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for k, v in ({} if presto else _logged_metrics(ckpt_path, ckpt.get("global_step"))).items():
+        values[k], sources[k] = v["value"], f"metrics.csv, step {v['step']}"
+    for k, v in _callback_metrics(ckpt).items():
+        values[k], sources[k] = v, "checkpoint callback"
+    for k, v in (metrics or {}).items():
+        values[str(k)], sources[str(k)] = jsonable(v), "export argument"
+    return values, sources
+
+
+def _write_formats(
+    tmp: Path, encoder: PixelTimeSeriesEncoder, formats: Sequence[str], opset: int, exporter: str
+) -> dict[str, Any]:
+    """Write and verify TorchScript / ONNX / int8 as asked; a format that fails is skipped with a warning.
+
+    Returns:
+        ``files`` and ``formats`` written, ``failed`` (format -> reason), ``verification`` per format and
+        the ``onnx`` description.
+
+    """
+    wrapper = TensorEncoder(encoder).eval()
+    args = example_inputs(encoder)
+    done: dict[str, Any] = {"files": [], "formats": ["safetensors"], "failed": {}, "verification": {},
+                            "onnx": {}}  # fmt: skip
+    steps = {
+        "torchscript": lambda: _write_torchscript(tmp, wrapper, encoder, args),
+        "onnx": lambda: _write_onnx(tmp, wrapper, encoder, args, opset, exporter, done),
+        "onnx-int8": lambda: _write_int8(tmp, wrapper, encoder, done),
+    }
+    for fmt, step in steps.items():
+        if fmt not in formats:
+            continue
+        try:
+            done["verification"][fmt] = step()
+            done["files"].append(FORMAT_FILES[fmt])
+            done["formats"].append(fmt)
+        except Exception as exc:
+            for f in tmp.glob(f"{FORMAT_FILES[fmt]}*"):
+                f.unlink()
+            done["failed"][fmt] = f"{type(exc).__name__}: {exc}"
+            shown = {"torchscript": "TorchScript", "onnx": "ONNX", "onnx-int8": "int8 ONNX"}[fmt]
+            msg = f"{shown} export failed, {FORMAT_FILES[fmt]} not written (the other formats are): {exc}"
+            warnings.warn(msg, stacklevel=3)
+            print(f"WARNING: {msg}", file=sys.stderr)
+    return done
+
+
+def _write_torchscript(tmp: Path, wrapper: TensorEncoder, encoder: PixelTimeSeriesEncoder, args: Any) -> Any:
+    """Trace, save, reload and verify the TorchScript encoder."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(wrapper, args, check_trace=False)
+        torch.jit.save(traced, str(tmp / TORCHSCRIPT_FILE))
+        loaded = torch.jit.load(str(tmp / TORCHSCRIPT_FILE))
+
+    def run_ts(a: tuple[Tensor, ...]) -> np.ndarray:
+        with torch.inference_mode():
+            return loaded(*a).numpy()
+
+    return verify_format(run_ts, wrapper, encoder)
+
+
+def _write_onnx(
+    tmp: Path,
+    wrapper: TensorEncoder,
+    encoder: PixelTimeSeriesEncoder,
+    args: Any,
+    opset: int,
+    exporter: str,
+    done: dict[str, Any],
+) -> Any:
+    """Export the fp32 ONNX model, verify it with ONNX Runtime (when installed), describe it in ``done``."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+
+    def check_onnx(path: Path) -> dict[str, Any]:
+        if ort is None:
+            return {"skipped": "onnxruntime not installed"}
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+        def run_onnx(a: tuple[Tensor, ...]) -> np.ndarray:
+            return sess.run(None, {n: t.numpy() for n, t in zip(INPUT_NAMES, a, strict=True)})[0]
+
+        return verify_format(run_onnx, wrapper, encoder)
+
+    used, opset_used, verification = export_onnx(wrapper, args, tmp / ONNX_FILE, opset, exporter, check_onnx)
+    done["onnx"] = {
+        "file": ONNX_FILE,
+        "opset": opset_used,
+        "exporter": used,
+        "inputs": list(INPUT_NAMES),
+        "output": OUTPUT_NAME,
+        "dynamic_axes": {"batch": "all inputs, axis 0", "time": "x, mask, month, dynamic_world, axis 1"},
+    }
+    return verification
+
+
+def _write_int8(
+    tmp: Path, wrapper: TensorEncoder, encoder: PixelTimeSeriesEncoder, done: dict[str, Any]
+) -> Any:
+    """Quantise the fp32 ONNX model written before (``--format onnx,onnx-int8``) and verify it."""
+    if "onnx" not in done["formats"]:
+        raise RuntimeError("needs the fp32 ONNX model (--format onnx,onnx-int8), which was not written")
+    return export_int8(tmp, wrapper, encoder)
+
+
+def _write_continue_bundle(tmp: Path, ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """``continue.safetensors``: the full method state, to continue pre-training from the export."""
+    meta = ckpt["cropssl"]
+    full = {
+        k: v.detach().contiguous().clone() for k, v in ckpt["state_dict"].items() if isinstance(v, Tensor)
+    }
+    save_file(full, str(tmp / CONTINUE_FILE),
+              metadata={"format": "cropssl-continue", "method": str(meta.get("method"))})  # fmt: skip
+    run_config = meta.get("run_config") or {}
+    return {
+        "file": CONTINUE_FILE,
+        "sha256": sha256_file(tmp / CONTINUE_FILE),
+        "method": meta.get("method"),
+        "method_config": jsonable(run_config.get("method") if isinstance(run_config, Mapping) else None),
+        "global_step": ckpt.get("global_step"),
+        "epoch": ckpt.get("epoch"),
+        "num_tensors": len(full),
+        "has_teacher": any(k.startswith("teacher.") for k in full),
+        "prefixes": sorted({k.split(".", 1)[0] for k in full}),
+        "run_config": jsonable(run_config),
+    }
+
+
+def inputs_spec(encoder: PixelTimeSeriesEncoder) -> dict[str, Any]:
+    """What an export's inputs are: bands, units, groups, T range, normalisation, tensors."""
+    return {
+        "bands": list(BANDS),
+        "units": dict(UNITS),
+        "groups": {g: [BANDS[i] for i in BAND_GROUPS[g]] for g in encoder.groups},
+        "static_groups": [g for g in encoder.groups if g in STATIC_GROUPS],
+        "timesteps": {"min": 1, "max": encoder.max_T},
+        "normalization": {
+            "add": [float(v) for v in NORM_ADD],
+            "div": [float(v) for v in NORM_DIV],
+            "formula": "(x + add) / div; NDVI recomputed from normalised B8, B4; 0 where missing",
+        },
+        "dynamic_world": {"classes": DW_CLASSES, "missing": DW_MISSING},
+        "tensors": {
+            "x": {"shape": "[B, T, 17]", "dtype": "float32", "meaning": "normalised values"},
+            "mask": {"shape": "[B, T, 17]", "dtype": "bool", "meaning": "True = missing"},
+            "month": {"shape": "[B, T]", "dtype": "int64", "meaning": "calendar month, 0 = January"},
+            "latlon": {"shape": "[B, 2]", "dtype": "float32", "meaning": "latitude, longitude (deg)"},
+            "dynamic_world": {
+                "shape": "[B, T]",
+                "dtype": "int64",
+                "meaning": f"Dynamic World class, {DW_MISSING} = missing",
+            },
+        },
+    }

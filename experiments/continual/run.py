@@ -13,6 +13,8 @@ real pixels for the same budget; the runs differ in their guardrails:
 * ``mae lr 1e-4 + layer decay``: lower blocks learn slower still (``optimizer.layer_decay=0.5``);
 * ``mae lr 1e-4 + L2-SP``: a pull towards Presto's weights (``method.anchor``);
 * ``mae lr 1e-4 + replay``: ``data=mix`` with 30 % synthetic (generic) pixels replayed;
+* ``mae lr 1e-4 + warm-up``: the encoder fixed for 100 steps while the new decoder learns
+  (``callbacks=continual``);
 * the best other family of ``experiments/ssl_quality`` (``--other``) with the lower learning rate.
 
 Data: the continued runs see the French pixels and the Belgian cube, never the East-African file (that one
@@ -50,6 +52,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "mae_lr1e-4_layerdecay": ("mae", (*LOW, "method.optimizer.layer_decay=0.5"), False),
     "mae_lr1e-4_l2sp": ("mae", (*LOW, "method.anchor=1.0"), False),
     "mae_lr1e-4_replay": ("mae", LOW, True),
+    # the encoder held still for the first 100 steps while the new decoder learns (cropssl.callbacks.warmup)
+    "mae_lr1e-4_warmup": ("mae", (*LOW, "callbacks=continual"), False),
 }
 SPLITS = {
     "fra_geo_h3": (
@@ -123,24 +127,25 @@ def main(argv: list[str] | None = None) -> None:
         print(f"continuing {name}", flush=True)
         run(cmd, out / f"pretrain_{name}.log", args.threads)
     encoders = ["presto", *(str(c) for c in ckpts.values())]
+    tag = "" if not args.only else "_" + args.only.replace(",", "+")  # a subset gets its own reports
     enc_arg = "encoders=[" + ",".join(encoders) + "]"
     reports: dict[str, Any] = {}
     for split, (files, overrides) in SPLITS.items():
-        target = out / "eval" / split
+        target = out / f"eval{tag}" / split
         if not (target / "results.json").exists():
             print(f"evaluating {split}", flush=True)
             run([py, "-m", "cropssl.cli.evaluate", enc_arg, "datasets=[" + ",".join(map(str, files)) + "]",
                  *overrides, "strategies=[logreg,knn,catboost]", "baselines=[catboost_features]",
                  f"threads={args.threads}", f"out={target}", "bootstrap.n_boot=500"],
-                out / f"eval_{split}.log", args.threads)  # fmt: skip
+                out / f"eval{tag}_{split}.log", args.threads)  # fmt: skip
         doc = json.loads((target / "results.json").read_text())
         reports[split] = {r["name"]: (r["macro_f1"], r.get("ci")) for r in doc["results"]}
     table = table_md(reports)
-    (out / "table.md").write_text(table)
+    (out / f"table{tag}.md").write_text(table)
     summary = {"command": " ".join(["python", "experiments/continual/run.py", *(argv or sys.argv[1:])]),
                "args": vars(args), "variants": {k: list(v[1]) for k, v in variants.items()},
                "results": reports, "wall_s": round(time.time() - t0)}  # fmt: skip
-    (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out / f"results{tag}.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(table)
 
 

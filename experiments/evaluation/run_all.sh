@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-.venv/bin}
 W=../shared/data/worldcereal
-X=experiments/compare_families/exports
+X=${X:-experiments/compare_families/exports}  # where the exports of METHODS are
 METHODS=${METHODS:-mae,simclr,mocov3,byol,dino,barlow,vicreg}  # the exports to evaluate besides presto, random
 ENC="encoders=[presto,random$(printf ",$X/%s" ${METHODS//,/ })]"
 EA="datasets=[$W/2017_east_africa_public_month_wide.parquet] legend=CROPTYPE24 min_count=10"

@@ -193,16 +193,7 @@ def evaluate(
     import torch
 
     t_start = time.perf_counter()
-    bad = sorted(set(strategies) - set(STRATEGIES))
-    if bad:
-        raise ValueError(f"unknown strategies {bad}; choose from {list(STRATEGIES)}")
-    bad = sorted(set(baselines) - set(BASELINES))
-    if bad:
-        raise ValueError(f"unknown baselines {bad}; choose from {list(BASELINES)}")
-    if not encoders and not baselines:
-        raise ValueError("nothing to evaluate: give encoders and / or baselines")
-    if encoders and not strategies:
-        raise ValueError("encoders given but no strategies")
+    _check_request(encoders, strategies, baselines)
     ft_cfg = finetune if isinstance(finetune, FinetuneConfig) else FinetuneConfig(**dict(finetune or {}))
     probes = {k: dict(v) for k, v in (probes or {}).items()}
     eff = {"timesteps": 12, "batch_size": 256, "repeats": 3, "backend": "torch", **dict(efficiency or {})}
@@ -241,17 +232,7 @@ def evaluate(
             timings["data_and_split_s"] = time.perf_counter() - t0
 
             # ---- encoders
-            loaded: list[LoadedEncoder] = []
-            names_seen: set[str] = set()
-            for e in encoders:
-                le = resolve_encoder(e, random_config=random_encoder, seed=seed)
-                base, i = le.name, 2
-                while le.name in names_seen:
-                    le.name, i = f"{base}#{i}", i + 1
-                names_seen.add(le.name)
-                data_name = "data " + ", ".join(Path(str(d)).name for d in data)
-                le.info["compatibility"] = check_compatible(le, s, data_name)
-                loaded.append(le)
+            loaded = _load_encoders(encoders, random_encoder, seed, s, data)
 
             run = Protocol(
                 prep, out, n_boot=n_boot, confidence=confidence, seed=seed, group_keys=group_keys,
@@ -283,48 +264,27 @@ def evaluate(
                 caught_msgs.append(f"{w.category.__name__}: {w.message}")
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         timings["total_s"] = time.perf_counter() - t_start
-        doc: dict[str, Any] = {
-            "format": "cropssl-evaluation",
-            "version": 1,
-            "title": title or "cropssl evaluation",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": command,
-            "config": dict(config) if config is not None else None,
-            "environment": _environment(),
-            "data": _data_summary(sources, len(samples), s),
-            "labels": {
-                "legend": prep.label_report.get("legend"),
-                "min_count": min_count,
-                "classes": classes,
-                "report": prep.label_report,
-            },
-            "split": split_rep,
-            "protocol": {
-                "strategies": list(strategies),
-                "baselines": list(baselines),
-                "probes": probes,
-                "finetune": dataclasses.asdict(ft_cfg),
-                "random_encoder": dict(random_encoder or {}),
-                "val_used_for": "early stopping of finetune / scratch"
-                if has_val
-                else f"no val fold: finetune / scratch carve {ft_cfg.val_size:.0%} of train to early-stop",
-                "n_boot": n_boot,
-                "confidence": confidence,
-                "group_keys": list(group_keys),
-                "efficiency": eff,
-                "seed": seed,
-            },
-            "encoders": [le.describe() for le in loaded],
-            "results": sorted(results, key=lambda r: -r["macro_f1"]),
-            "significance": sig,
-            "robustness": robust,
-            "heads": heads_written,
-            "warnings": prep.warnings
-            + [m for m in caught_msgs if not any(m.endswith(p) for p in prep.warnings)],
-            "timings": {kk: round(v, 2) for kk, v in timings.items()},
-            "plots": dict(PLOTS),
-            "n_test": int(te.sum()),
+        protocol = {
+            "strategies": list(strategies),
+            "baselines": list(baselines),
+            "probes": probes,
+            "finetune": dataclasses.asdict(ft_cfg),
+            "random_encoder": dict(random_encoder or {}),
+            "val_used_for": "early stopping of finetune / scratch"
+            if has_val
+            else f"no val fold: finetune / scratch carve {ft_cfg.val_size:.0%} of train to early-stop",
+            "n_boot": n_boot,
+            "confidence": confidence,
+            "group_keys": list(group_keys),
+            "efficiency": eff,
+            "seed": seed,
         }
+        doc = _document(
+            title=title, command=command, config=config, data=_data_summary(sources, len(samples), s),
+            prep=prep, min_count=min_count, split_rep=split_rep, protocol=protocol, loaded=loaded,
+            results=results, sig=sig, robust=robust, heads=heads_written, caught=caught_msgs,
+            timings=timings, n_test=int(te.sum()),
+        )  # fmt: skip
         cubes = list((agreement or {}).get("cubes") or [])
         if cubes:
             from cropssl.evaluation.agreement import heads_map_agreement
@@ -340,6 +300,75 @@ def evaluate(
         return doc
     finally:
         torch.set_num_threads(prev_threads)
+
+
+def _check_request(encoders: Sequence[Any], strategies: Sequence[str], baselines: Sequence[str]) -> None:
+    """Refuse unknown strategies / baselines and an empty request before anything is loaded."""
+    bad = sorted(set(strategies) - set(STRATEGIES))
+    if bad:
+        raise ValueError(f"unknown strategies {bad}; choose from {list(STRATEGIES)}")
+    bad = sorted(set(baselines) - set(BASELINES))
+    if bad:
+        raise ValueError(f"unknown baselines {bad}; choose from {list(BASELINES)}")
+    if not encoders and not baselines:
+        raise ValueError("nothing to evaluate: give encoders and / or baselines")
+    if encoders and not strategies:
+        raise ValueError("encoders given but no strategies")
+
+
+def _load_encoders(
+    encoders: Sequence[Any], random_encoder: Mapping[str, Any] | None, seed: int, samples: PixelSamples,
+    data: Sequence[str | Path],
+) -> list[LoadedEncoder]:  # fmt: skip
+    """Resolve every encoder spec (names made unique: ``name#2``) and check it can take the data."""
+    loaded: list[LoadedEncoder] = []
+    names_seen: set[str] = set()
+    data_name = "data " + ", ".join(Path(str(d)).name for d in data)
+    for e in encoders:
+        le = resolve_encoder(e, random_config=random_encoder, seed=seed)
+        base, i = le.name, 2
+        while le.name in names_seen:
+            le.name, i = f"{base}#{i}", i + 1
+        names_seen.add(le.name)
+        le.info["compatibility"] = check_compatible(le, samples, data_name)
+        loaded.append(le)
+    return loaded
+
+
+def _document(
+    *, title: str | None, command: str | None, config: Mapping[str, Any] | None, data: dict[str, Any],
+    prep: PreparedData, min_count: int, split_rep: dict[str, Any], protocol: dict[str, Any],
+    loaded: list[LoadedEncoder], results: list[dict[str, Any]], sig: dict[str, Any], robust: Any,
+    heads: dict[str, str], caught: list[str], timings: dict[str, float], n_test: int,
+) -> dict[str, Any]:  # fmt: skip
+    """The content of ``results.json`` (before map agreement and the self-checks are added)."""
+    return {
+        "format": "cropssl-evaluation",
+        "version": 1,
+        "title": title or "cropssl evaluation",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "config": dict(config) if config is not None else None,
+        "environment": _environment(),
+        "data": data,
+        "labels": {
+            "legend": prep.label_report.get("legend"),
+            "min_count": min_count,
+            "classes": prep.classes,
+            "report": prep.label_report,
+        },
+        "split": split_rep,
+        "protocol": protocol,
+        "encoders": [le.describe() for le in loaded],
+        "results": sorted(results, key=lambda r: -r["macro_f1"]),
+        "significance": sig,
+        "robustness": robust,
+        "heads": heads,
+        "warnings": prep.warnings + [m for m in caught if not any(m.endswith(p) for p in prep.warnings)],
+        "timings": {kk: round(v, 2) for kk, v in timings.items()},
+        "plots": dict(PLOTS),
+        "n_test": n_test,
+    }
 
 
 def _write_predictions(

@@ -250,11 +250,7 @@ def predict_cube(
         FileNotFoundError: a missing file.
 
     """
-    import xarray as xr
-    from tqdm.auto import tqdm
-
     from cropssl.data.ingest import IngestOptions, detect_format, read_input
-    from cropssl.data.ingest.netcdf import CRS_VARIABLES, find_dims
     from cropssl.evaluation.heads import load_head
     from cropssl.io.atomic import atomic_path
 
@@ -266,22 +262,8 @@ def predict_cube(
     head = load_head(head_path, trust_pickle=trust_pickle)
     if detect_format(input_path) != "cube":
         raise PredictError(f"input {input_path} is not a NetCDF cube (t, y, x); cropssl-predict maps cubes")
-    enc, enc_desc = resolve_head_encoder(head, encoder)
-    if backend != "torch":
-        from cropssl.backends import load_backend
-
-        if not (encoder and Path(encoder).is_dir()) or head.get("encoder_state") is not None:
-            raise PredictError(
-                f"--backend {backend} runs an export directory: pass the head's encoder as --encoder "
-                "EXPORT_DIR (fine-tuned and random encoders live in the head and run eagerly)"
-            )
-        fast = load_backend(encoder, backend)
-        needed_from = enc  # bands / T are checked on the eager encoder (same architecture)
-        enc_desc += f", backend {fast.backend}"
-    else:
-        fast = needed_from = enc
-    needed = head_bands(head, needed_from)
-    missing = check_cube_bands(input_path, needed, allow_missing_bands)
+    enc, fast, enc_desc = _head_encoders(head, encoder, backend)
+    missing = check_cube_bands(input_path, head_bands(head, enc), allow_missing_bands)
     timesteps = int(head.get("timesteps", 12))
     if enc is not None and timesteps > enc.max_T:
         raise PredictError(f"the head uses T={timesteps} but the encoder accepts at most max_T={enc.max_T}")
@@ -299,31 +281,11 @@ def predict_cube(
     samples, report = read_input(input_path, options=options)
     if report.cadence != "month":
         raise PredictError(f"input {input_path} is {report.cadence}ly; heads map monthly windows")
-
-    with xr.open_dataset(input_path, engine="h5netcdf", decode_cf=True, mask_and_scale=False) as ds:
-        _, ydim, xdim = find_dims(ds, input_path)
-        ny, nx = ds.sizes[ydim], ds.sizes[xdim]
-        x_coord, y_coord = ds[xdim].copy(deep=True), ds[ydim].copy(deep=True)
-        crs_name = next((n for n in CRS_VARIABLES if n in ds.variables), None)
-        crs_var = ds[crs_name].copy(deep=True) if crs_name else None
-        x_vals, y_vals = ds[xdim].to_numpy(), ds[ydim].to_numpy()
-    rc = np.stack([samples.meta["row"].astype(np.int64), samples.meta["col"].astype(np.int64)], 1)
+    grid = _cube_grid(input_path)
     enough = samples.observed_steps() >= min_valid_steps
-    samples, rc = samples.select(enough), rc[enough]
-
-    classes = list(head["classes"])
-    k = len(classes)
-    proba = np.full((k, ny, nx), np.nan, dtype=np.float32)
-    cls = np.full((ny, nx), -1, dtype=np.int16)
+    samples = samples.select(enough)
     start = time.perf_counter()
-    with tqdm(total=len(samples), unit="px", desc="predicting", disable=not progress, file=sys.stderr) as bar:
-        for i in range(0, len(samples), batch_size):
-            chunk = samples.select(slice(i, i + batch_size))
-            p = head_proba(head, fast, chunk)
-            r, c = rc[i : i + len(chunk), 0], rc[i : i + len(chunk), 1]
-            proba[:, r, c] = p.T.astype(np.float32)
-            cls[r, c] = p.argmax(axis=1).astype(np.int16)
-            bar.update(len(chunk))
+    cls, proba = _classify(head, fast, samples, grid["shape"], batch_size, progress)
     seconds = time.perf_counter() - start
     n_nodata = int((cls < 0).sum())
     if n_nodata > 0.5 * cls.size:
@@ -333,54 +295,26 @@ def predict_cube(
             NoDataWarning,
             stacklevel=2,
         )
-
-    names = [str(c) for c in classes]
-    flag_meanings = " ".join(re.sub(r"\s+", "_", n) for n in names)
-    grid = {"grid_mapping": crs_name} if crs_name else {}
-    data_vars: dict[str, Any] = {
-        "class": (
-            (ydim, xdim),
-            cls,
-            {
-                "long_name": "predicted class index (-1 = no data)",
-                "nodata": np.int16(-1),
-                "flag_values": np.arange(k, dtype=np.int16),
-                "flag_meanings": flag_meanings,
-                "class_names": json.dumps(names),
-                **grid,
-            },
-        ),
-        "probability": (
-            ("class_index", ydim, xdim),
-            proba,
-            {"long_name": "class probability", "units": "1", **grid},
-        ),
-        "class_name": (("class_index",), np.asarray(names, dtype=object), {"long_name": "class name"}),
+    names = [str(c) for c in head["classes"]]
+    attrs = {
+        "Conventions": "CF-1.9",
+        "title": f"cropssl crop map ({head['strategy']})",
+        "class_names": json.dumps(names),
+        "legend": str((head.get("legend") or {}).get("legend_name")),
+        "strategy": str(head["strategy"]),
+        "encoder": enc_desc,
+        "head": str(head_path),
+        "source": str(input_path),
+        "timesteps": timesteps,
+        "window_start": str(report.window.get("start", "")),
+        "window_end": str(report.window.get("end", "")),
+        "window_rule": str(report.window.get("rule", "")),
+        "missing_bands": json.dumps(missing),
+        "n_nodata": n_nodata,
+        "min_valid_steps": int(min_valid_steps),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    if crs_var is not None:
-        data_vars[crs_name] = crs_var  # type: ignore[index]
-    out_ds = xr.Dataset(
-        data_vars,
-        coords={"class_index": np.arange(k, dtype=np.int16), xdim: x_coord, ydim: y_coord},
-        attrs={
-            "Conventions": "CF-1.9",
-            "title": f"cropssl crop map ({head['strategy']})",
-            "class_names": json.dumps(names),
-            "legend": str((head.get("legend") or {}).get("legend_name")),
-            "strategy": str(head["strategy"]),
-            "encoder": enc_desc,
-            "head": str(head_path),
-            "source": str(input_path),
-            "timesteps": timesteps,
-            "window_start": str(report.window.get("start", "")),
-            "window_end": str(report.window.get("end", "")),
-            "window_rule": str(report.window.get("rule", "")),
-            "missing_bands": json.dumps(missing),
-            "n_nodata": n_nodata,
-            "min_valid_steps": int(min_valid_steps),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
-    )
+    out_ds = _map_dataset(cls, proba, names, grid, attrs)
     # no _FillValue on `class`: it would decode to float with NaN; -1 is documented in its attributes
     encoding = {"class": {"_FillValue": None}, "probability": {"_FillValue": np.float32(np.nan)}}
     png_path = Path(png) if png else out.with_suffix(".png")
@@ -388,11 +322,11 @@ def predict_cube(
         out_ds.to_netcdf(tmp_nc, engine="h5netcdf", encoding=encoding)
         with atomic_path(png_path) as tmp_png:
             title = f"{input_path.name}: {head['strategy']} on {enc_desc}"
-            _write_png(tmp_png, cls, x_vals, y_vals, names, title)
-    counts = {names[c]: int((cls == c).sum()) for c in range(k)}
+            _write_png(tmp_png, cls, grid["x_vals"], grid["y_vals"], names, title)
     agreement = None
     if reference is not None:
-        agreement = compare_with_reference(out, cls, names, reference, reference_classes, (ydim, xdim))
+        agreement = compare_with_reference(out, cls, names, reference, reference_classes, grid["dims"])
+    ny, nx = grid["shape"]
     return {
         "agreement": agreement,
         "out": str(out),
@@ -401,12 +335,101 @@ def predict_cube(
         "n_pixels": int(ny * nx),
         "n_classified": len(samples),
         "n_nodata": n_nodata,
-        "class_counts": counts,
+        "class_counts": {n: int((cls == c).sum()) for c, n in enumerate(names)},
         "missing_bands": missing,
         "window": report.window,
         "seconds": seconds,
         "px_per_s": len(samples) / seconds if seconds > 0 else float("inf"),
     }
+
+
+def _head_encoders(head: dict[str, Any], encoder: str | None, backend: str) -> tuple[Any, Any, str]:
+    """The head's eager encoder (bands / T are checked on it), what runs it, and its description."""
+    enc, enc_desc = resolve_head_encoder(head, encoder)
+    if backend == "torch":
+        return enc, enc, enc_desc
+    from cropssl.backends import load_backend
+
+    if not (encoder and Path(encoder).is_dir()) or head.get("encoder_state") is not None:
+        raise PredictError(
+            f"--backend {backend} runs an export directory: pass the head's encoder as --encoder "
+            "EXPORT_DIR (fine-tuned and random encoders live in the head and run eagerly)"
+        )
+    fast = load_backend(encoder, backend)
+    return enc, fast, f"{enc_desc}, backend {fast.backend}"
+
+
+def _cube_grid(path: Path) -> dict[str, Any]:
+    """The grid of a cube: dims, shape, coordinates (copied) and its CRS variable, if any."""
+    import xarray as xr
+
+    from cropssl.data.ingest.netcdf import CRS_VARIABLES, find_dims
+
+    with xr.open_dataset(path, engine="h5netcdf", decode_cf=True, mask_and_scale=False) as ds:
+        _, ydim, xdim = find_dims(ds, path)
+        crs_name = next((n for n in CRS_VARIABLES if n in ds.variables), None)
+        return {
+            "dims": (ydim, xdim),
+            "shape": (ds.sizes[ydim], ds.sizes[xdim]),
+            "x": ds[xdim].copy(deep=True),
+            "y": ds[ydim].copy(deep=True),
+            "x_vals": ds[xdim].to_numpy(),
+            "y_vals": ds[ydim].to_numpy(),
+            "crs_name": crs_name,
+            "crs": ds[crs_name].copy(deep=True) if crs_name else None,
+        }
+
+
+def _classify(
+    head: dict[str, Any], runner: Any, samples: Any, shape: tuple[int, int], batch_size: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class index (-1 = no data) and probabilities per grid cell, filled chunk by chunk."""
+    from tqdm.auto import tqdm
+
+    rc = np.stack([samples.meta["row"].astype(np.int64), samples.meta["col"].astype(np.int64)], 1)
+    proba = np.full((len(head["classes"]), *shape), np.nan, dtype=np.float32)
+    cls = np.full(shape, -1, dtype=np.int16)
+    with tqdm(total=len(samples), unit="px", desc="predicting", disable=not progress, file=sys.stderr) as bar:
+        for i in range(0, len(samples), batch_size):
+            chunk = samples.select(slice(i, i + batch_size))
+            p = head_proba(head, runner, chunk)
+            r, c = rc[i : i + len(chunk), 0], rc[i : i + len(chunk), 1]
+            proba[:, r, c] = p.T.astype(np.float32)
+            cls[r, c] = p.argmax(axis=1).astype(np.int16)
+            bar.update(len(chunk))
+    return cls, proba
+
+
+def _map_dataset(
+    cls: np.ndarray, proba: np.ndarray, names: list[str], grid: dict[str, Any], attrs: dict[str, Any]
+) -> Any:
+    """The map as a CF dataset: ``class`` (flags), ``probability``, ``class_name``, the cube's CRS."""
+    import xarray as xr
+
+    ydim, xdim = grid["dims"]
+    k = len(names)
+    crs = {"grid_mapping": grid["crs_name"]} if grid["crs_name"] else {}
+    class_attrs = {
+        "long_name": "predicted class index (-1 = no data)",
+        "nodata": np.int16(-1),
+        "flag_values": np.arange(k, dtype=np.int16),
+        "flag_meanings": " ".join(re.sub(r"\s+", "_", n) for n in names),
+        "class_names": json.dumps(names),
+        **crs,
+    }
+    data_vars: dict[str, Any] = {
+        "class": ((ydim, xdim), cls, class_attrs),
+        "probability": (
+            ("class_index", ydim, xdim),
+            proba,
+            {"long_name": "class probability", "units": "1", **crs},
+        ),
+        "class_name": (("class_index",), np.asarray(names, dtype=object), {"long_name": "class name"}),
+    }
+    if grid["crs"] is not None:
+        data_vars[grid["crs_name"]] = grid["crs"]
+    coords = {"class_index": np.arange(k, dtype=np.int16), xdim: grid["x"], ydim: grid["y"]}
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 def compare_with_reference(

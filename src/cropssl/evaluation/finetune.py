@@ -342,6 +342,46 @@ def finetune(
 
     """
     cfg = config if isinstance(config, FinetuneConfig) else FinetuneConfig(**dict(config or {}))
+    train, y_train, val, y_val, k = _check_and_hold_out(train, y_train, val, y_val, n_classes, cfg)
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        run = _Run(FinetuneModel(copy.deepcopy(encoder), k, standardize=cfg.standardize), cfg, k,
+                   train, y_train, val, y_val, verbose)  # fmt: skip
+        stopped = run.frozen_phase() if cfg.freeze_epochs > 0 else False
+        if cfg.epochs > 0 and not stopped:
+            stopped = run.full_phase()
+        model = run.model
+        if run.best["state"] is not None:
+            model.load_state_dict(run.best["state"])
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(True)
+        seconds = time.perf_counter() - start
+        if test is not None and len(test):
+            proba = predict_proba(model, test, cfg.eval_batch_size)
+        else:
+            proba = np.zeros((0, k))
+    return FinetuneResult(
+        model=model,
+        pred=proba.argmax(axis=1).astype(np.int64),
+        proba=proba,
+        history=run.history,
+        best_epoch=int(run.best["epoch"]),
+        best_val_macro_f1=None if run.vb is None else run.best.get("f1"),
+        stopped_early=stopped,
+        n_train=len(y_train),
+        n_val=0 if y_val is None else len(y_val),
+        config=cfg,
+        seconds=seconds,
+    )
+
+
+def _check_and_hold_out(
+    train: PixelSamples, y_train: Any, val: PixelSamples | None, y_val: Any, n_classes: int | None,
+    cfg: FinetuneConfig,
+) -> tuple[PixelSamples, np.ndarray, PixelSamples | None, np.ndarray | None, int]:  # fmt: skip
+    """Check the labels; carve a stratified validation fold out of ``train`` when none is given."""
     y_train = np.asarray(y_train, dtype=np.int64)
     if y_train.shape != (len(train),):
         raise ValueError(f"y_train has shape {y_train.shape}, expected ({len(train)},)")
@@ -363,176 +403,163 @@ def finetune(
             raise ValueError(f"y_val has shape {y_val.shape}, expected ({len(val)},)")  # type: ignore[arg-type]
         if len(y_val) == 0:
             val = y_val = None
+    return train, y_train, val, y_val, k
 
-    start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        model = FinetuneModel(copy.deepcopy(encoder), k, standardize=cfg.standardize)
-        tb = Batch.from_samples(train)
-        vb = Batch.from_samples(val) if val is not None else None
-        emb = _embed(model.encoder, tb, cfg.eval_batch_size).clone()
 
-        def recalibrate_norm(train_emb: Tensor | None = None) -> None:
-            """Eval-mode statistics of the head's norm = those of the current training embeddings."""
-            if not isinstance(model.norm, nn.BatchNorm1d) or len(y_train) < 2:
-                return
-            if train_emb is None:
-                train_emb = _embed(model.encoder, tb, cfg.eval_batch_size)
-            model.norm.running_mean.copy_(train_emb.mean(0))
-            model.norm.running_var.copy_(train_emb.var(0))
+class _Run:
+    """One fine-tuning run: the two phases, the epoch record and the best weights (early stopping)."""
 
-        recalibrate_norm(emb)
-        weight = torch.from_numpy(class_weights(y_train, k, cfg.class_weight)).float()
-        yt = torch.from_numpy(y_train)
-        yv = None if y_val is None else torch.from_numpy(y_val)
-        history: list[dict[str, Any]] = []
-        best: dict[str, Any] = {"score": (-1.0, -math.inf), "epoch": 0, "state": None}
-        bad_epochs = 0
-        stopped = False
+    def __init__(
+        self, model: FinetuneModel, cfg: FinetuneConfig, k: int, train: PixelSamples, y_train: np.ndarray,
+        val: PixelSamples | None, y_val: np.ndarray | None, verbose: bool,
+    ) -> None:  # fmt: skip
+        self.model, self.cfg, self.k, self.verbose = model, cfg, k, verbose
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.tb = Batch.from_samples(train)
+        self.vb = Batch.from_samples(val) if val is not None else None
+        self.emb = _embed(model.encoder, self.tb, cfg.eval_batch_size).clone()
+        self.y_train, self.y_val = y_train, y_val
+        self.recalibrate_norm(self.emb)
+        self.weight = torch.from_numpy(class_weights(y_train, k, cfg.class_weight)).float()
+        self.yt = torch.from_numpy(y_train)
+        self.yv = None if y_val is None else torch.from_numpy(y_val)
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"score": (-1.0, -math.inf), "epoch": 0, "state": None}
+        self.bad_epochs = 0
+        self.epoch = 0
 
-        def evaluate(
-            epoch: int,
-            phase: str,
-            loss: float,
-            lr: float,
-            t0: float,
-            val_emb: Tensor | None = None,
-            eligible: bool = True,
-        ) -> bool:
-            """Record the epoch, keep the best weights; return True when patience ran out.
+    def recalibrate_norm(self, train_emb: Tensor | None = None) -> None:
+        """Eval-mode statistics of the head's norm = those of the current training embeddings."""
+        if not isinstance(self.model.norm, nn.BatchNorm1d) or len(self.y_train) < 2:
+            return
+        if train_emb is None:
+            train_emb = _embed(self.model.encoder, self.tb, self.cfg.eval_batch_size)
+        self.model.norm.running_mean.copy_(train_emb.mean(0))
+        self.model.norm.running_var.copy_(train_emb.var(0))
 
-            "Best" is the highest validation macro F1, ties broken by the lower validation loss (on small
-            validation sets the F1 often plateaus, e.g. while only the majority class is predicted).
-            Epochs that are not ``eligible`` (before ``min_epochs``) are recorded only.
-            """
-            nonlocal bad_epochs
-            f1 = vloss = None
-            if vb is not None:
-                was = model.training
-                model.eval()
-                with torch.inference_mode():
-                    logits = (
-                        model.classify(val_emb)
-                        if val_emb is not None
-                        else predict_logits(model, vb, cfg.eval_batch_size)
-                    )
-                model.train(was)
-                with torch.inference_mode():
-                    vloss = float(F.cross_entropy(logits, yv, weight=weight))
-                f1 = _macro_f1(y_val, logits.argmax(1).numpy(), k)
-            history.append(
-                {
-                    "epoch": epoch,
-                    "phase": phase,
-                    "train_loss": round(loss, 5),
-                    "val_loss": None if vloss is None else round(vloss, 5),
-                    "val_macro_f1": None if f1 is None else round(f1, 5),
-                    "lr": lr,
-                    "seconds": round(time.perf_counter() - t0, 3),
-                }
-            )
-            if verbose:
-                print(f"epoch {epoch} ({phase}): loss {loss:.4f} val loss {vloss} macro F1 {f1} lr {lr:.2e}")
-            if not eligible:
-                return False
-            score = (-1.0, -math.inf) if f1 is None else (round(f1, 6), -vloss)  # type: ignore[operator]
-            if f1 is None or score > best["score"]:
-                best.update(score=score, epoch=epoch, f1=f1)
-                best["state"] = copy.deepcopy(model.state_dict())
-                bad_epochs = 0
-                return False
-            bad_epochs += 1
-            return cfg.patience > 0 and bad_epochs >= cfg.patience
-
-        epoch = 0
-        # ---- phase 1: linear probe on the frozen encoder's embeddings (computed once)
-        if cfg.freeze_epochs > 0:
-            val_emb = _embed(model.encoder, vb, cfg.eval_batch_size).clone() if vb is not None else None
-            head_lr = cfg.head_lr if cfg.head_lr is not None else 10 * cfg.lr
-            opt = torch.optim.AdamW(model.head.parameters(), lr=head_lr, weight_decay=cfg.weight_decay)
-            for _ in range(cfg.freeze_epochs):
-                epoch += 1
-                t0 = time.perf_counter()
-                total, n_seen = 0.0, 0
-                for idx in _batches(y_train, cfg.batch_size, cfg.balanced_sampling, k, gen):
-                    logits = model.classify(emb[idx])
-                    loss = F.cross_entropy(
-                        logits, yt[idx], weight=weight, label_smoothing=cfg.label_smoothing
-                    )
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * len(idx)
-                    n_seen += len(idx)
-                if evaluate(epoch, "frozen", total / n_seen, head_lr, t0, val_emb):
-                    stopped = cfg.epochs == 0  # patience ends the warm-up, not the fine-tuning
-                    break
-            bad_epochs = 0  # unfreezing starts a new phase
-            if best["state"] is not None:
-                model.load_state_dict(best["state"])
-
-        # ---- phase 2: everything trainable, layer-wise lr decay
-        if cfg.epochs > 0 and not stopped:
-            model.train()
-            groups = param_groups(model, cfg.lr, cfg.layer_decay, cfg.weight_decay)
-            opt = torch.optim.AdamW(
-                [{k_: v for k_, v in g.items() if k_ != "param_names"} for g in groups], lr=cfg.lr
-            )
-            steps_per_epoch = math.ceil(len(y_train) / cfg.batch_size)
-            total_steps = steps_per_epoch * cfg.epochs
-            warmup = round(cfg.warmup_epochs * steps_per_epoch)
-            step = 0
-            for _ in range(cfg.epochs):
-                epoch += 1
-                t0 = time.perf_counter()
-                model.train()
-                total, n_seen = 0.0, 0
-                for idx in _batches(y_train, cfg.batch_size, cfg.balanced_sampling, k, gen):
-                    f = _lr_factor(step, total_steps, warmup, cfg.schedule)
-                    for g in opt.param_groups:
-                        g["lr"] = cfg.lr * g["lr_scale"] * f
-                    logits = model(tb.select(idx))
-                    loss = F.cross_entropy(
-                        logits, yt[idx], weight=weight, label_smoothing=cfg.label_smoothing
-                    )
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.max_grad_norm > 0:
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    opt.step()
-                    total += float(loss.detach()) * len(idx)
-                    n_seen += len(idx)
-                    step += 1
-                full_epoch = epoch - cfg.freeze_epochs
-                eligible = full_epoch >= min(max(cfg.min_epochs, 1), cfg.epochs)
-                recalibrate_norm()
-                if evaluate(epoch, "full", total / n_seen, cfg.lr * f, t0, eligible=eligible):
-                    stopped = epoch < cfg.freeze_epochs + cfg.epochs
-                    break
-        if best["state"] is not None:
-            model.load_state_dict(best["state"])
+    def _val_scores(self, val_emb: Tensor | None) -> tuple[float | None, float | None]:
+        """Validation macro F1 and loss (None without a validation fold)."""
+        if self.vb is None:
+            return None, None
+        model, cfg = self.model, self.cfg
+        was = model.training
         model.eval()
-        for p in model.parameters():
-            p.requires_grad_(True)
-        seconds = time.perf_counter() - start
-        if test is not None and len(test):
-            proba = predict_proba(model, test, cfg.eval_batch_size)
-        else:
-            proba = np.zeros((0, k))
-    return FinetuneResult(
-        model=model,
-        pred=proba.argmax(axis=1).astype(np.int64),
-        proba=proba,
-        history=history,
-        best_epoch=int(best["epoch"]),
-        best_val_macro_f1=None if vb is None else best.get("f1"),
-        stopped_early=stopped,
-        n_train=len(y_train),
-        n_val=0 if y_val is None else len(y_val),
-        config=cfg,
-        seconds=seconds,
-    )
+        with torch.inference_mode():
+            logits = (
+                model.classify(val_emb)
+                if val_emb is not None
+                else predict_logits(model, self.vb, cfg.eval_batch_size)
+            )
+            vloss = float(F.cross_entropy(logits, self.yv, weight=self.weight))
+        model.train(was)
+        return _macro_f1(self.y_val, logits.argmax(1).numpy(), self.k), vloss
+
+    def record(
+        self,
+        phase: str,
+        loss: float,
+        lr: float,
+        t0: float,
+        val_emb: Tensor | None = None,
+        eligible: bool = True,
+    ) -> bool:
+        """Record the epoch, keep the best weights; return True when patience ran out.
+
+        "Best" is the highest validation macro F1, ties broken by the lower validation loss (on small
+        validation sets the F1 often plateaus, e.g. while only the majority class is predicted).
+        Epochs that are not ``eligible`` (before ``min_epochs``) are recorded only.
+        """
+        f1, vloss = self._val_scores(val_emb)
+        self.history.append(
+            {
+                "epoch": self.epoch,
+                "phase": phase,
+                "train_loss": round(loss, 5),
+                "val_loss": None if vloss is None else round(vloss, 5),
+                "val_macro_f1": None if f1 is None else round(f1, 5),
+                "lr": lr,
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        )
+        if self.verbose:
+            print(f"epoch {self.epoch} ({phase}): loss {loss:.4f} val loss {vloss} macro F1 {f1} lr {lr:.2e}")
+        if not eligible:
+            return False
+        score = (-1.0, -math.inf) if f1 is None else (round(f1, 6), -vloss)  # type: ignore[operator]
+        if f1 is None or score > self.best["score"]:
+            self.best.update(score=score, epoch=self.epoch, f1=f1)
+            self.best["state"] = copy.deepcopy(self.model.state_dict())
+            self.bad_epochs = 0
+            return False
+        self.bad_epochs += 1
+        return self.cfg.patience > 0 and self.bad_epochs >= self.cfg.patience
+
+    def _step(self, opt: torch.optim.Optimizer, logits: Tensor, idx: Tensor, clip: bool) -> float:
+        loss = F.cross_entropy(
+            logits, self.yt[idx], weight=self.weight, label_smoothing=self.cfg.label_smoothing
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip and self.cfg.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        opt.step()
+        return float(loss.detach()) * len(idx)
+
+    def frozen_phase(self) -> bool:
+        """Phase 1: a linear probe on the frozen encoder's embeddings (computed once).
+
+        Returns whether the run stops here (patience ends the warm-up, not the fine-tuning, unless there
+        is no full phase).
+        """
+        cfg, model = self.cfg, self.model
+        val_emb = _embed(model.encoder, self.vb, cfg.eval_batch_size).clone() if self.vb is not None else None
+        head_lr = cfg.head_lr if cfg.head_lr is not None else 10 * cfg.lr
+        opt = torch.optim.AdamW(model.head.parameters(), lr=head_lr, weight_decay=cfg.weight_decay)
+        stopped = False
+        for _ in range(cfg.freeze_epochs):
+            self.epoch += 1
+            t0 = time.perf_counter()
+            total, n_seen = 0.0, 0
+            for idx in _batches(self.y_train, cfg.batch_size, cfg.balanced_sampling, self.k, self.gen):
+                total += self._step(opt, model.classify(self.emb[idx]), idx, clip=False)
+                n_seen += len(idx)
+            if self.record("frozen", total / n_seen, head_lr, t0, val_emb):
+                stopped = cfg.epochs == 0
+                break
+        self.bad_epochs = 0  # unfreezing starts a new phase
+        if self.best["state"] is not None:
+            model.load_state_dict(self.best["state"])
+        return stopped
+
+    def full_phase(self) -> bool:
+        """Phase 2: everything trainable, layer-wise lr decay; returns whether patience stopped it."""
+        cfg, model = self.cfg, self.model
+        model.train()
+        groups = param_groups(model, cfg.lr, cfg.layer_decay, cfg.weight_decay)
+        opt = torch.optim.AdamW(
+            [{k_: v for k_, v in g.items() if k_ != "param_names"} for g in groups], lr=cfg.lr
+        )
+        steps_per_epoch = math.ceil(len(self.y_train) / cfg.batch_size)
+        total_steps = steps_per_epoch * cfg.epochs
+        warmup = round(cfg.warmup_epochs * steps_per_epoch)
+        step = 0
+        for _ in range(cfg.epochs):
+            self.epoch += 1
+            t0 = time.perf_counter()
+            model.train()
+            total, n_seen = 0.0, 0
+            for idx in _batches(self.y_train, cfg.batch_size, cfg.balanced_sampling, self.k, self.gen):
+                f = _lr_factor(step, total_steps, warmup, cfg.schedule)
+                for g in opt.param_groups:
+                    g["lr"] = cfg.lr * g["lr_scale"] * f
+                total += self._step(opt, model(self.tb.select(idx)), idx, clip=True)
+                n_seen += len(idx)
+                step += 1
+            eligible = self.epoch - cfg.freeze_epochs >= min(max(cfg.min_epochs, 1), cfg.epochs)
+            self.recalibrate_norm()
+            if self.record("full", total / n_seen, cfg.lr * f, t0, eligible=eligible):
+                return self.epoch < cfg.freeze_epochs + cfg.epochs
+        return False
 
 
 def scratch_encoder(config: Mapping[str, Any] | None = None, seed: int = 0) -> PixelTimeSeriesEncoder:

@@ -11,6 +11,7 @@ import difflib
 import importlib
 import inspect
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,58 @@ def check_config(cfg: DictConfig, allowed: frozenset[str] = PRETRAIN_KEYS) -> No
     for k in cfg:
         check_target_keys(cfg._get_node(k), str(k))
     OmegaConf.set_struct(cfg, True)
+
+
+def precheck_overrides(argv: list[str], config_name: str, prog: str) -> None:
+    """Compose the config of a single run before Hydra does, to name a mistyped key with a suggestion.
+
+    Hydra's own message for ``trainer.max_step=5`` suggests appending ``+trainer.max_step``; this says
+    ``Did you mean 'max_steps'?`` instead and exits with status 2. Multiruns and sweep syntax are left
+    to Hydra.
+
+    Args:
+        argv: The command line (``sys.argv``).
+        config_name: The primary config (``pretrain``, ``evaluate``).
+        prog: The command's name, for the message.
+
+    """
+    import re
+
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    if any(a in ("-m", "--multirun") or a.startswith(("--config", "-c")) for a in argv[1:]):
+        return
+    args = [a for a in argv[1:] if "=" in a and not a.startswith(("-", "hydra"))]
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            compose(config_name, overrides=args)
+    except MissingConfigException as exc:
+        print(f"{prog}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        options = re.search(r"Available options in '[^']*':(.*?)(?:Config search path|$)", str(exc), re.S)
+        if options:
+            print("valid options: " + " ".join(options.group(1).split()), file=sys.stderr)
+        sys.exit(2)
+    except ConfigCompositionException as exc:
+        text = f"{exc} {exc.__cause__ or ''}"
+        m = re.search(r"full_key: (\S+)", text) or re.search(r"override '([^']+)'", text)
+        if not m:
+            print(f"{prog}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+            sys.exit(2)
+        key = m.group(1)
+        from omegaconf.errors import ValidationError
+
+        if isinstance(exc.__cause__, ValidationError):  # the key exists, its value has the wrong type
+            print(f"{prog}: error: {key}: {str(exc.__cause__).splitlines()[0]}", file=sys.stderr)
+            sys.exit(2)
+        parent, _, leaf = key.rpartition(".")
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            base = compose(config_name, overrides=[a for a in args if not a.startswith(key + "=")])
+        node = OmegaConf.select(base, parent) if parent else base
+        valid = [str(k) for k in node] if isinstance(node, DictConfig) else []
+        print(
+            f"{prog}: error: unknown config key {key!r}.{suggest(leaf, valid)} "
+            f"Valid keys of {parent or 'the config'}: {sorted(valid)}",
+            file=sys.stderr,
+        )
+        sys.exit(2)

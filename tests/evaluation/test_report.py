@@ -267,6 +267,18 @@ def test_config_is_strict_and_composes(tmp_path):
         _compose("min_count=ten")
     with pytest.raises(ConfigCompositionException, match="legnd"):
         _compose("legnd=X")
+    # the command line: one line naming the key (with a suggestion) or the bad value, status 2, no traceback
+    for arg, expected in [
+        ("lgend=X", "unknown config key 'lgend'. Did you mean 'legend'?"),
+        ("efficiency.bakend=onnx", "unknown config key 'efficiency.bakend'. Did you mean 'backend'?"),
+        ("min_count=ten", "min_count: Value 'ten' of type 'str' could not be converted to Integer"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cropssl.cli.evaluate", arg], capture_output=True, text=True
+        )
+        assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, (
+            proc.stderr
+        )
 
 
 def test_app_in_process_with_finetune_and_scratch(tiny_export, tmp_path):

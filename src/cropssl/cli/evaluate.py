@@ -29,7 +29,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cropssl.config import CONFIG_DIR, ConfigKeyError, check_config
+from cropssl.config import CONFIG_DIR, ConfigKeyError, check_config, precheck_overrides
 from cropssl.evaluation.config import EvaluateConfig, field_names
 
 log = logging.getLogger("cropssl.evaluate")
@@ -123,8 +123,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="evaluate", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Entry point of ``cropssl-evaluate``."""
+def evaluate_app(cfg: DictConfig) -> None:
+    """The Hydra app: user errors print one line and exit with status 2."""
     from cropssl.evaluation.encoders import EncoderDataError
 
     try:
@@ -134,6 +134,13 @@ def main(cfg: DictConfig) -> None:
             raise
         print(f"cropssl-evaluate: error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def main() -> None:
+    """Entry point of ``cropssl-evaluate``: a mistyped key is named with a suggestion before Hydra runs."""
+    if os.environ.get("HYDRA_FULL_ERROR") != "1":
+        precheck_overrides(sys.argv, "evaluate", "cropssl-evaluate")
+    evaluate_app()
 
 
 if __name__ == "__main__":

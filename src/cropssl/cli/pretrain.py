@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from cropssl.config import CONFIG_DIR
+from cropssl.config import CONFIG_DIR, precheck_overrides
 from cropssl.train.run import check_objective, objective_value, run
 from cropssl.train.rundir import created_run_dirs, ddp_job_env, rank_argv
 
@@ -92,52 +92,6 @@ def pretrain_app(cfg: DictConfig) -> float | None:
     return objective_value(cfg, summary)
 
 
-def precheck_overrides(argv: list[str]) -> None:
-    """Compose the config of a single run before Hydra does, to name a mistyped key with a suggestion.
-
-    Hydra's own message for ``trainer.max_step=5`` suggests appending ``+trainer.max_step``; this says
-    ``Did you mean 'max_steps'?`` instead and exits with status 2. Multiruns and sweep syntax are left
-    to Hydra.
-    """
-    import re
-
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import ConfigCompositionException, MissingConfigException
-
-    from cropssl.config import suggest
-
-    if any(a in ("-m", "--multirun") or a.startswith(("--config", "-c")) for a in argv[1:]):
-        return
-    args = [a for a in argv[1:] if "=" in a and not a.startswith(("-", "hydra"))]
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            compose("pretrain", overrides=args)
-    except MissingConfigException as exc:
-        print(f"cropssl-pretrain: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        options = re.search(r"Available options in '[^']*':(.*?)(?:Config search path|$)", str(exc), re.S)
-        if options:
-            print("valid options: " + " ".join(options.group(1).split()), file=sys.stderr)
-        sys.exit(2)
-    except ConfigCompositionException as exc:
-        text = f"{exc} {exc.__cause__ or ''}"
-        m = re.search(r"full_key: (\S+)", text) or re.search(r"override '([^']+)'", text)
-        if not m:
-            print(f"cropssl-pretrain: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-            sys.exit(2)
-        key = m.group(1)
-        parent, _, leaf = key.rpartition(".")
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            base = compose("pretrain", overrides=[a for a in args if not a.startswith(key + "=")])
-        node = OmegaConf.select(base, parent) if parent else base
-        valid = [str(k) for k in node] if isinstance(node, DictConfig) else []
-        print(
-            f"cropssl-pretrain: error: unknown config key {key!r}.{suggest(leaf, valid)} "
-            f"Valid keys of {parent or 'the config'}: {sorted(valid)}",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-
-
 def main(cfg: DictConfig | None = None) -> float | None:
     """Entry point of ``cropssl-pretrain``.
 
@@ -150,7 +104,7 @@ def main(cfg: DictConfig | None = None) -> float | None:
     quiet_libraries()
     sys.argv = rank_argv(list(sys.argv))
     if "LOCAL_RANK" not in os.environ and os.environ.get("HYDRA_FULL_ERROR") != "1":
-        precheck_overrides(sys.argv)
+        precheck_overrides(sys.argv, "pretrain", "cropssl-pretrain")
     pretrain_app()
     return None
 

@@ -30,52 +30,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cropssl.config import CONFIG_DIR, ConfigKeyError, check_config, precheck_overrides
-from cropssl.evaluation.config import EvaluateConfig, field_names
+from cropssl.evaluation.config import EvaluateConfig, encoder_specs, field_names, schema_error
 
 log = logging.getLogger("cropssl.evaluate")
-
-
-def _check_keys(node: Any, allowed: frozenset[str], where: str) -> None:
-    from cropssl.config import suggest
-
-    for k in node or {}:
-        if k not in allowed:
-            raise ConfigKeyError(
-                f"unknown config key {where}.{k}.{suggest(str(k), allowed)} Valid keys: {sorted(allowed)}"
-            )
-
-
-def _encoder_specs(encoders: Any) -> list[Any]:
-    """Validate the ``encoders`` list (strings or mappings of EncoderSpec fields) before loading anything."""
-    from cropssl.evaluation.encoders import EncoderSpec
-
-    if isinstance(encoders, str):
-        encoders = [encoders]
-    out: list[Any] = []
-    for i, e in enumerate(encoders or []):
-        if isinstance(e, str):
-            out.append(e)
-            continue
-        if not isinstance(e, dict):
-            raise ConfigKeyError(f"encoders[{i}] must be a spec string or a mapping, got {e!r}")
-        fields = {f for f in EncoderSpec.__dataclass_fields__}
-        _check_keys(e, frozenset(fields), f"encoders[{i}]")
-        out.append(EncoderSpec(**e))
-    return out
-
-
-def _schema_error(exc: Exception) -> str:
-    """One line naming the key the schema rejected, with the closest valid names."""
-    import dataclasses
-
-    from cropssl.config import suggest
-
-    key, first = str(getattr(exc, "full_key", "") or "?"), str(exc).splitlines()[0]
-    kind = getattr(exc, "object_type", None)
-    if not dataclasses.is_dataclass(kind):
-        return f"invalid evaluation config at {key}: {first}"
-    valid = [f.name for f in dataclasses.fields(kind)]
-    return f"unknown config key {key}.{suggest(key.rpartition('.')[2], valid)} Valid keys: {valid}"
 
 
 def _command() -> str:
@@ -98,10 +55,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         settings = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvaluateConfig), plain))
     except OmegaConfBaseException as exc:
-        raise ConfigKeyError(_schema_error(exc)) from None
+        raise ConfigKeyError(schema_error(exc)) from None
     assert isinstance(settings, EvaluateConfig)
     doc = evaluate(
-        _encoder_specs(settings.encoders),
+        encoder_specs(settings.encoders),
         settings.datasets,
         settings.out,
         split=instantiate(cfg.split) if cfg.get("split") is not None else None,

@@ -17,6 +17,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from cropssl.config import ConfigKeyError, suggest
+
 SCHEMA_NAME = "evaluate_schema"
 
 
@@ -114,6 +116,43 @@ class EvaluateConfig:
 def field_names() -> frozenset[str]:
     """The top-level keys of an evaluation config (besides ``hydra``)."""
     return frozenset(f.name for f in dataclasses.fields(EvaluateConfig))
+
+
+def _check_keys(node: Any, allowed: frozenset[str], where: str) -> None:
+    for k in node or {}:
+        if k not in allowed:
+            raise ConfigKeyError(
+                f"unknown config key {where}.{k}.{suggest(str(k), allowed)} Valid keys: {sorted(allowed)}"
+            )
+
+
+def encoder_specs(encoders: Any) -> list[Any]:
+    """Validate the ``encoders`` list (strings or mappings of EncoderSpec fields) before loading anything."""
+    from cropssl.evaluation.encoders import EncoderSpec
+
+    if isinstance(encoders, str):
+        encoders = [encoders]
+    out: list[Any] = []
+    for i, e in enumerate(encoders or []):
+        if isinstance(e, str):
+            out.append(e)
+            continue
+        if not isinstance(e, dict):
+            raise ConfigKeyError(f"encoders[{i}] must be a spec string or a mapping, got {e!r}")
+        fields = {f for f in EncoderSpec.__dataclass_fields__}
+        _check_keys(e, frozenset(fields), f"encoders[{i}]")
+        out.append(EncoderSpec(**e))
+    return out
+
+
+def schema_error(exc: Exception) -> str:
+    """One line naming the key the schema rejected, with the closest valid names."""
+    key, first = str(getattr(exc, "full_key", "") or "?"), str(exc).splitlines()[0]
+    kind = getattr(exc, "object_type", None)
+    if not dataclasses.is_dataclass(kind):
+        return f"invalid evaluation config at {key}: {first}"
+    valid = [f.name for f in dataclasses.fields(kind)]
+    return f"unknown config key {key}.{suggest(key.rpartition('.')[2], valid)} Valid keys: {valid}"
 
 
 ConfigStore.instance().store(name=SCHEMA_NAME, node=EvaluateConfig)

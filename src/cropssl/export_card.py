@@ -20,8 +20,12 @@ from cropssl.export_onnx import OUTPUT_NAME, VERIFY_ATOL
 
 def model_card(config: Mapping[str, Any]) -> str:
     """The Markdown model card: what the encoder is, where it came from, its inputs, output and files."""
-    enc = config["encoder_config"]
-    inputs = config["inputs"]
+    sections = (_card_intro, _card_files, _card_usage, _card_inputs, _card_lineage, _card_metrics)
+    return "\n".join(line for section in sections for line in section(config))
+
+
+def _card_intro(config: Mapping[str, Any]) -> list[str]:
+    """Title and what the encoder is for."""
     lines = [
         f"# cropssl pixel time series encoder ({config['ssl_method']}, d={config['embed_dim']})",
         "",
@@ -31,11 +35,13 @@ def model_card(config: Mapping[str, Any]) -> str:
         f"`{config['ssl_method']}` by cropssl {config['cropssl_version']}. Intended for crop type mapping: "
         "train a light classifier (linear probe, k-NN, CatBoost) on the embeddings.",
         "",
-        "## Files",
-        "",
-        "| file | content |",
-        "|---|---|",
     ]
+    return lines
+
+
+def _card_files(config: Mapping[str, Any]) -> list[str]:
+    """The files of the export directory."""
+    lines = ["## Files", "", "| file | content |", "|---|---|"]
     desc = {
         WEIGHTS_FILE: "encoder weights (safetensors)",
         CONFIG_FILE: "architecture, input contract, lineage, metrics",
@@ -51,7 +57,12 @@ def model_card(config: Mapping[str, Any]) -> str:
             "",
             "Formats that failed to export: " + ", ".join(f"`{k}`" for k in config["formats_failed"]),
         ]
-    lines += [
+    return lines
+
+
+def _card_usage(config: Mapping[str, Any]) -> list[str]:
+    """How to load it (cropssl, TorchScript, ONNX Runtime, the command line)."""
+    lines = [
         "",
         "## How to load",
         "",
@@ -79,6 +90,15 @@ def model_card(config: Mapping[str, Any]) -> str:
         "",
         "From the command line: `cropssl-embed --encoder DIR INPUT... --out emb.parquet`.",
         "",
+    ]
+    return lines
+
+
+def _card_inputs(config: Mapping[str, Any]) -> list[str]:
+    """The input tensors, bands, normalisation, groups, output and architecture."""
+    enc = config["encoder_config"]
+    inputs = config["inputs"]
+    lines = [
         "## Inputs",
         "",
         f"T (timesteps) between {inputs['timesteps']['min']} and {inputs['timesteps']['max']}, B any.",
@@ -118,9 +138,13 @@ def model_card(config: Mapping[str, Any]) -> str:
         json.dumps(enc, indent=2),
         "```",
         "",
-        "## Lineage",
-        "",
     ]
+    return lines
+
+
+def _card_lineage(config: Mapping[str, Any]) -> list[str]:
+    """Where the weights came from."""
+    lines = ["## Lineage", ""]
     parent = config["parent_checkpoint"]
     lines.append(
         f"Exported {config['exported']} from `{parent['path']}` (sha256 `{parent['sha256']}`, "
@@ -135,7 +159,12 @@ def model_card(config: Mapping[str, Any]) -> str:
             f"{i + 1}. `{rec.get('method')}` run `{rec.get('run_dir')}` ({rec.get('start_mode')}{origin}), "
             f"{rec.get('steps', '?')} steps, started {rec.get('started')}; data: {data or '?'}"
         )
-    lines += ["", "## Metrics at export", ""]
+    return lines
+
+
+def _card_metrics(config: Mapping[str, Any]) -> list[str]:
+    """Metrics at export and the verification of the other formats."""
+    lines = ["", "## Metrics at export", ""]
     metrics = config.get("metrics") or {}
     if metrics:
         lines += ["| metric | value | source |", "|---|---|---|"]
@@ -159,4 +188,4 @@ def model_card(config: Mapping[str, Any]) -> str:
             "deploying: `cropssl.load_encoder(DIR, backend='onnx-int8')`.",
             "",
         ]
-    return "\n".join(lines)
+    return lines

@@ -145,6 +145,24 @@ class IngestReport:
     labels: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+def sample_meta(table: Any, ids: Any, path: str | Path) -> dict[str, np.ndarray]:
+    """The meta of one sample per row of ``table``: id, source, ref_id, its country, H3 cell.
+
+    ``ref_id`` defaults to the file's stem; the H3 cell to "" when the table has none.
+    """
+    n = len(table)
+    ref = table["ref_id"].astype(str).to_numpy() if "ref_id" in table.columns else np.full(n, Path(path).stem)
+    return {
+        "sample_id": np.asarray(ids, dtype=object),
+        "source": np.full(n, Path(path).name, dtype=object),
+        "ref_id": ref,
+        "country": np.array([country_from_ref_id(r) for r in ref], dtype=object),
+        "h3_l3_cell": table["h3_l3_cell"].astype(str).to_numpy()
+        if "h3_l3_cell" in table.columns
+        else np.full(n, ""),
+    }
+
+
 def country_from_ref_id(ref_id: str) -> str:
     """Country code embedded in a WorldCereal ``ref_id`` (``2022_FRA_LPIS_POLY_110`` -> ``FRA``), or ""."""
     m = re.match(r"^\d{4}_([A-Z]{2,3})_", ref_id)

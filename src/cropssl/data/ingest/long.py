@@ -13,11 +13,11 @@ from cropssl.data.ingest.common import (
     InputFormatError,
     choose_windows,
     count_nonfinite,
-    country_from_ref_id,
     cut_windows,
     finish,
     numeric,
     resolve_units,
+    sample_meta,
     to_physical,
     window_months,
     window_summary,
@@ -120,16 +120,7 @@ def read_long(path: str | Path, options: IngestOptions) -> tuple[PixelSamples, I
     label, label_report, label_notes = read_labels(
         one, column=options.label_column, label_map=options.label_map, unmapped=options.unmapped, where=where
     )
-    ref = one["ref_id"].astype(str).to_numpy() if "ref_id" in one.columns else np.full(n, Path(path).stem)
-    meta = {
-        "sample_id": np.asarray(ids, dtype=object),
-        "source": np.full(n, Path(path).name, dtype=object),
-        "ref_id": ref,
-        "country": np.array([country_from_ref_id(r) for r in ref], dtype=object),
-        "h3_l3_cell": one["h3_l3_cell"].astype(str).to_numpy()
-        if "h3_l3_cell" in one.columns
-        else np.full(n, ""),
-    }
+    meta = sample_meta(one, ids, path)
     notes = [*series.notes, *unit_notes]
     if n_padded:
         notes.append(

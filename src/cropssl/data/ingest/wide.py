@@ -20,11 +20,11 @@ from cropssl.data.ingest.common import (
     InputFormatError,
     choose_windows,
     count_nonfinite,
-    country_from_ref_id,
     cut_windows,
     finish,
     numeric,
     resolve_units,
+    sample_meta,
     to_physical,
     window_months,
     window_summary,
@@ -77,22 +77,7 @@ def read_wide(path: str | Path, options: IngestOptions) -> tuple[PixelSamples, I
         raise InputFormatError(f"{where}wide-format parquet needs columns {list(REQUIRED)}; missing {absent}")
     if len(df) == 0:
         raise InputFormatError(f"{where}the file has no rows")
-    by_band: dict[str, dict[int, str]] = {}
-    static: dict[str, str] = {}
-    for c in df.columns:
-        m = TS_COLUMN.match(c)
-        if m and (band := band_for_name(m["name"])) and band != "NDVI":
-            if int(m["t"]) in by_band.get(band, {}):
-                raise InputFormatError(
-                    f"{where}columns {by_band[band][int(m['t'])]!r} and {c!r} are the same step"
-                )
-            by_band.setdefault(band, {})[int(m["t"])] = c
-        elif (s := STATIC_COLUMN.match(c)) and band_for_name(s["name"]) in ("elevation", "slope"):
-            static[band_for_name(s["name"])] = c  # type: ignore[index]
-    if not by_band:
-        raise InputFormatError(
-            f"{where}no known band columns; expected e.g. OPTICAL-B02-ts0-10m, SAR-VV-ts0-20m"
-        )
+    by_band, static = _band_columns(df, where)
     n = len(df)
     length = max(max(ts) for ts in by_band.values()) + 1
     non_numeric: dict[str, int] = {}
@@ -153,16 +138,7 @@ def read_wide(path: str | Path, options: IngestOptions) -> tuple[PixelSamples, I
     else:
         ids = derive_sample_ids(df, Path(path).stem)
         notes.append("no sample_id column: ids derived from the file name, lat, lon and start_date")
-    ref = df["ref_id"].astype(str).to_numpy() if "ref_id" in df.columns else np.full(n, Path(path).stem)
-    meta = {
-        "sample_id": ids,
-        "source": np.full(n, Path(path).name, dtype=object),
-        "ref_id": ref,
-        "country": np.array([country_from_ref_id(r) for r in ref], dtype=object),
-        "h3_l3_cell": df["h3_l3_cell"].astype(str).to_numpy()
-        if "h3_l3_cell" in df.columns
-        else np.full(n, ""),
-    }
+    meta = sample_meta(df, ids, path)
     if n_padded:
         notes.append(f"{n_padded} samples observed for fewer than {steps} months: padded as missing")
     missing_cols = [b for b in BANDS if b not in values and b != "NDVI"]
@@ -191,3 +167,24 @@ def read_wide(path: str | Path, options: IngestOptions) -> tuple[PixelSamples, I
         non_numeric=non_numeric,
         labels=label_report,
     )
+
+
+def _band_columns(df: pd.DataFrame, where: str) -> tuple[dict[str, dict[int, str]], dict[str, str]]:
+    """The ``ts`` columns of each band (band -> step -> column) and the static layers' columns."""
+    by_band: dict[str, dict[int, str]] = {}
+    static: dict[str, str] = {}
+    for c in df.columns:
+        m = TS_COLUMN.match(c)
+        if m and (band := band_for_name(m["name"])) and band != "NDVI":
+            if int(m["t"]) in by_band.get(band, {}):
+                raise InputFormatError(
+                    f"{where}columns {by_band[band][int(m['t'])]!r} and {c!r} are the same step"
+                )
+            by_band.setdefault(band, {})[int(m["t"])] = c
+        elif (s := STATIC_COLUMN.match(c)) and band_for_name(s["name"]) in ("elevation", "slope"):
+            static[band_for_name(s["name"])] = c  # type: ignore[index]
+    if not by_band:
+        raise InputFormatError(
+            f"{where}no known band columns; expected e.g. OPTICAL-B02-ts0-10m, SAR-VV-ts0-20m"
+        )
+    return by_band, static

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from cropssl.encoder import Block, sinusoid_encoding_table
+from cropssl.layers import Block, sinusoid_encoding_table
 from cropssl.schema import BAND_GROUPS, NUM_BANDS
 
 

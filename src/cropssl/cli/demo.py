@@ -15,41 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-REAL_FILES = (
-    "2022_FRA_LPIS_month.geoparquet",
-    "2017_east_africa_public_month_wide.parquet",
-    "2021_BEL_31UFS_month_cube_100x100.nc",
-)
-LABELLED_FILES = REAL_FILES[:2]
-
-
-def prepare_shards(data: Path, work: Path, pixels: int, seed: int = 0) -> tuple[str, Path, Path]:
-    """Create (or reuse) the pre-training and labelled shard directories.
-
-    Returns:
-        ``(kind, pretrain_dir, labelled_dir)`` where kind is ``"real"`` or ``"synthetic"``.
-
-    """
-    real = all((data / f).exists() for f in REAL_FILES)
-    kind = "real" if real else "synthetic"
-    pretrain, labelled = work / "shards" / f"{kind}_pretrain", work / "shards" / f"{kind}_labelled"
-    if real:
-        from cropssl.data.build import shard_files
-
-        if not (pretrain / "manifest.json").exists():
-            print(f"sharding {len(REAL_FILES)} real files -> {pretrain}")
-            shard_files([data / f for f in REAL_FILES], pretrain, overwrite=True)
-        if not (labelled / "manifest.json").exists():
-            shard_files([data / f for f in LABELLED_FILES], labelled, labelled_only=True, overwrite=True)
-    else:
-        from cropssl.data.synth import synth_to_shards
-
-        if not (pretrain / "manifest.json").exists():
-            print(f"generating {pixels} synthetic pixels -> {pretrain}")
-            synth_to_shards(pretrain, pixels, seed=seed, overwrite=True)
-        if not (labelled / "manifest.json").exists():
-            synth_to_shards(labelled, max(2000, pixels // 10), seed=seed + 1, overwrite=True)
-    return kind, pretrain, labelled
+from cropssl.demo import compare_probes, prepare_shards
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,28 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, m in rows.items():
         print(f"  {name:<28} kNN {m['monitor/knn_f1']:.3f}   linear {m['monitor/linear_f1']:.3f}")
     return 0
-
-
-def compare_probes(checkpoint: Path, labelled: Path) -> dict[str, dict[str, float]]:
-    """The online probe on the pre-trained encoder, a random-init encoder of its architecture and Presto."""
-    import torch
-
-    from cropssl.callbacks.monitors import ProbeMonitor
-    from cropssl.encoder import PixelTimeSeriesEncoder
-    from cropssl.evaluation.encoders import load_checkpoint_encoder, presto_path
-
-    probe = ProbeMonitor(labelled_shards=str(labelled), k=20, max_samples=4096)
-    trained, _ = load_checkpoint_encoder(checkpoint)
-    torch.manual_seed(0)
-    rows = {
-        "this run (pre-trained)": probe.evaluate(trained),
-        "random init, same encoder": probe.evaluate(PixelTimeSeriesEncoder(**trained.config)),
-    }
-    try:
-        rows["Presto (published weights)"] = probe.evaluate(PixelTimeSeriesEncoder.from_presto(presto_path()))
-    except FileNotFoundError as exc:
-        print(f"  (Presto weights not found, skipped: {exc})")
-    return rows
 
 
 if __name__ == "__main__":

@@ -169,6 +169,24 @@ def prepare_data(
         ignored=prelim.report["ignored"],
         n_excluded_before_split=int((~prelim.keep).sum()),
     )
+    notes += _check_folds(names, fold, labelled.y, enc)
+    y = labelled.y
+    if report["unknown_codes"]:
+        notes.append(
+            f"{sum(report['unknown_codes'].values())} samples have ewoc codes unknown to legend "
+            f"{report['legend']} ({unknown}): {report['unknown_codes']}"
+        )
+    return PreparedData(kept, y, list(enc.classes_ or []), sp, report, enc, notes)
+
+
+def _check_folds(names: np.ndarray, fold: np.ndarray, y: np.ndarray, enc: LabelEncoder) -> list[str]:
+    """Name the classes of val / test the train fold lacks (warned); refuse folds a score says nothing on.
+
+    Raises:
+        ValueError: no test sample of a class seen in training, or fewer than 2 classes in train or test.
+
+    """
+    notes: list[str] = []
     train_names = set(names[fold == "train"].tolist())
     for f in ("val", "test"):
         absent = sorted(set(names[fold == f].tolist()) - train_names)
@@ -177,8 +195,7 @@ def prepare_data(
             where = "folded into 'other'" if enc.other in (enc.classes_ or []) else "excluded from scoring"
             msg = f"classes absent from the train fold but present in {f}: {counts} ({where})"
             notes.append(msg)
-            warnings.warn(msg, MissingClassWarning, stacklevel=2)
-    y = labelled.y
+            warnings.warn(msg, MissingClassWarning, stacklevel=3)
     if not ((fold == "test") & (y >= 0)).any():
         raise ValueError(
             "no test sample has a class seen in training (test classes "
@@ -195,12 +212,7 @@ def prepare_data(
             "scores a macro F1 of 1.0 on one class, which says nothing. Choose a split whose train and test "
             "folds each hold at least 2 classes (another split.test_groups / seed), or another legend"
         )
-    if report["unknown_codes"]:
-        notes.append(
-            f"{sum(report['unknown_codes'].values())} samples have ewoc codes unknown to legend "
-            f"{report['legend']} ({unknown}): {report['unknown_codes']}"
-        )
-    return PreparedData(kept, y, list(enc.classes_ or []), sp, report, enc, notes)
+    return notes
 
 
 def split_report(data: PreparedData, samples: PixelSamples | None = None) -> dict[str, Any]:

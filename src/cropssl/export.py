@@ -23,15 +23,12 @@ import math
 import os
 import platform
 import shutil
-import sys
 import tempfile
-import warnings
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -42,7 +39,6 @@ from cropssl.artifacts import (
     CONTINUE_FILE,
     EXPORT_FORMAT,
     EXPORT_FORMAT_VERSION,
-    FORMAT_FILES,
     FORMATS,
     ONNX_FILE,
     README_FILE,
@@ -58,9 +54,7 @@ from cropssl.export_onnx import (
     OUTPUT_NAME,
     TensorEncoder,
     example_inputs,
-    export_int8,
-    export_onnx,
-    verify_format,
+    write_formats,
 )
 from cropssl.schema import (
     BAND_GROUPS,
@@ -377,7 +371,7 @@ def export_encoder(
             str(tmp / WEIGHTS_FILE),
             metadata={"format": EXPORT_FORMAT, "cropssl_version": __version__},
         )
-        written = _write_formats(tmp, encoder, formats, onnx_opset, onnx_exporter)
+        written = write_formats(tmp, encoder, formats, onnx_opset, onnx_exporter)
         continue_info = _write_continue_bundle(tmp, ckpt) if continue_bundle else None
         files = [WEIGHTS_FILE, CONFIG_FILE, README_FILE, *written["files"]]
         if continue_info:
@@ -475,104 +469,6 @@ def _collect_metrics(
     for k, v in (metrics or {}).items():
         values[str(k)], sources[str(k)] = jsonable(v), "export argument"
     return values, sources
-
-
-def _write_formats(
-    tmp: Path, encoder: PixelTimeSeriesEncoder, formats: Sequence[str], opset: int, exporter: str
-) -> dict[str, Any]:
-    """Write and verify TorchScript / ONNX / int8 as asked; a format that fails is skipped with a warning.
-
-    Returns:
-        ``files`` and ``formats`` written, ``failed`` (format -> reason), ``verification`` per format and
-        the ``onnx`` description.
-
-    """
-    wrapper = TensorEncoder(encoder).eval()
-    args = example_inputs(encoder)
-    done: dict[str, Any] = {"files": [], "formats": ["safetensors"], "failed": {}, "verification": {},
-                            "onnx": {}}  # fmt: skip
-    steps = {
-        "torchscript": lambda: _write_torchscript(tmp, wrapper, encoder, args),
-        "onnx": lambda: _write_onnx(tmp, wrapper, encoder, args, opset, exporter, done),
-        "onnx-int8": lambda: _write_int8(tmp, wrapper, encoder, done),
-    }
-    for fmt, step in steps.items():
-        if fmt not in formats:
-            continue
-        try:
-            done["verification"][fmt] = step()
-            done["files"].append(FORMAT_FILES[fmt])
-            done["formats"].append(fmt)
-        except Exception as exc:
-            for f in tmp.glob(f"{FORMAT_FILES[fmt]}*"):
-                f.unlink()
-            done["failed"][fmt] = f"{type(exc).__name__}: {exc}"
-            shown = {"torchscript": "TorchScript", "onnx": "ONNX", "onnx-int8": "int8 ONNX"}[fmt]
-            msg = f"{shown} export failed, {FORMAT_FILES[fmt]} not written (the other formats are): {exc}"
-            warnings.warn(msg, stacklevel=3)
-            print(f"WARNING: {msg}", file=sys.stderr)
-    return done
-
-
-def _write_torchscript(tmp: Path, wrapper: TensorEncoder, encoder: PixelTimeSeriesEncoder, args: Any) -> Any:
-    """Trace, save, reload and verify the TorchScript encoder."""
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(wrapper, args, check_trace=False)
-        torch.jit.save(traced, str(tmp / TORCHSCRIPT_FILE))
-        loaded = torch.jit.load(str(tmp / TORCHSCRIPT_FILE))
-
-    def run_ts(a: tuple[Tensor, ...]) -> np.ndarray:
-        with torch.inference_mode():
-            return loaded(*a).numpy()
-
-    return verify_format(run_ts, wrapper, encoder)
-
-
-def _write_onnx(
-    tmp: Path,
-    wrapper: TensorEncoder,
-    encoder: PixelTimeSeriesEncoder,
-    args: Any,
-    opset: int,
-    exporter: str,
-    done: dict[str, Any],
-) -> Any:
-    """Export the fp32 ONNX model, verify it with ONNX Runtime (when installed), describe it in ``done``."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        ort = None
-
-    def check_onnx(path: Path) -> dict[str, Any]:
-        if ort is None:
-            return {"skipped": "onnxruntime not installed"}
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-        def run_onnx(a: tuple[Tensor, ...]) -> np.ndarray:
-            return sess.run(None, {n: t.numpy() for n, t in zip(INPUT_NAMES, a, strict=True)})[0]
-
-        return verify_format(run_onnx, wrapper, encoder)
-
-    used, opset_used, verification = export_onnx(wrapper, args, tmp / ONNX_FILE, opset, exporter, check_onnx)
-    done["onnx"] = {
-        "file": ONNX_FILE,
-        "opset": opset_used,
-        "exporter": used,
-        "inputs": list(INPUT_NAMES),
-        "output": OUTPUT_NAME,
-        "dynamic_axes": {"batch": "all inputs, axis 0", "time": "x, mask, month, dynamic_world, axis 1"},
-    }
-    return verification
-
-
-def _write_int8(
-    tmp: Path, wrapper: TensorEncoder, encoder: PixelTimeSeriesEncoder, done: dict[str, Any]
-) -> Any:
-    """Quantise the fp32 ONNX model written before (``--format onnx,onnx-int8``) and verify it."""
-    if "onnx" not in done["formats"]:
-        raise RuntimeError("needs the fp32 ONNX model (--format onnx,onnx-int8), which was not written")
-    return export_int8(tmp, wrapper, encoder)
 
 
 def _write_continue_bundle(tmp: Path, ckpt: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,9 @@ that every written format reproduces the eager encoder, and the int8 model with 
 from __future__ import annotations
 
 import re
+import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cropssl.artifacts import FORMAT_FILES, ONNX_FILE
+from cropssl.artifacts import FORMAT_FILES, ONNX_FILE, TORCHSCRIPT_FILE
 from cropssl.encoder import PixelTimeSeriesEncoder
 from cropssl.schema import BANDS, DW_CLASSES
 
@@ -211,3 +213,101 @@ def export_int8(tmp: Path, wrapper: TensorEncoder, encoder: PixelTimeSeriesEncod
         worst_cos = min(worst_cos, cosine_agreement(out, ref))
         worst_abs = max(worst_abs, float(np.abs(out - ref).max()))
     return {"min_cosine": worst_cos, "max_abs_diff": worst_abs, "quantization": "dynamic int8 (onnxruntime)"}
+
+
+def write_formats(
+    tmp: Path, encoder: PixelTimeSeriesEncoder, formats: Sequence[str], opset: int, exporter: str
+) -> dict[str, Any]:
+    """Write and verify TorchScript / ONNX / int8 as asked; a format that fails is skipped with a warning.
+
+    Returns:
+        ``files`` and ``formats`` written, ``failed`` (format -> reason), ``verification`` per format and
+        the ``onnx`` description.
+
+    """
+    wrapper = TensorEncoder(encoder).eval()
+    args = example_inputs(encoder)
+    done: dict[str, Any] = {"files": [], "formats": ["safetensors"], "failed": {}, "verification": {},
+                            "onnx": {}}  # fmt: skip
+    steps = {
+        "torchscript": lambda: _write_torchscript(tmp, wrapper, encoder, args),
+        "onnx": lambda: _write_onnx(tmp, wrapper, encoder, args, opset, exporter, done),
+        "onnx-int8": lambda: _write_int8(tmp, wrapper, encoder, done),
+    }
+    for fmt, step in steps.items():
+        if fmt not in formats:
+            continue
+        try:
+            done["verification"][fmt] = step()
+            done["files"].append(FORMAT_FILES[fmt])
+            done["formats"].append(fmt)
+        except Exception as exc:
+            for f in tmp.glob(f"{FORMAT_FILES[fmt]}*"):
+                f.unlink()
+            done["failed"][fmt] = f"{type(exc).__name__}: {exc}"
+            shown = {"torchscript": "TorchScript", "onnx": "ONNX", "onnx-int8": "int8 ONNX"}[fmt]
+            msg = f"{shown} export failed, {FORMAT_FILES[fmt]} not written (the other formats are): {exc}"
+            warnings.warn(msg, stacklevel=3)
+            print(f"WARNING: {msg}", file=sys.stderr)
+    return done
+
+
+def _write_torchscript(tmp: Path, wrapper: TensorEncoder, encoder: PixelTimeSeriesEncoder, args: Any) -> Any:
+    """Trace, save, reload and verify the TorchScript encoder."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(wrapper, args, check_trace=False)
+        torch.jit.save(traced, str(tmp / TORCHSCRIPT_FILE))
+        loaded = torch.jit.load(str(tmp / TORCHSCRIPT_FILE))
+
+    def run_ts(a: tuple[Tensor, ...]) -> np.ndarray:
+        with torch.inference_mode():
+            return loaded(*a).numpy()
+
+    return verify_format(run_ts, wrapper, encoder)
+
+
+def _write_onnx(
+    tmp: Path,
+    wrapper: TensorEncoder,
+    encoder: PixelTimeSeriesEncoder,
+    args: Any,
+    opset: int,
+    exporter: str,
+    done: dict[str, Any],
+) -> Any:
+    """Export the fp32 ONNX model, verify it with ONNX Runtime (when installed), describe it in ``done``."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        ort = None
+
+    def check_onnx(path: Path) -> dict[str, Any]:
+        if ort is None:
+            return {"skipped": "onnxruntime not installed"}
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+        def run_onnx(a: tuple[Tensor, ...]) -> np.ndarray:
+            return sess.run(None, {n: t.numpy() for n, t in zip(INPUT_NAMES, a, strict=True)})[0]
+
+        return verify_format(run_onnx, wrapper, encoder)
+
+    used, opset_used, verification = export_onnx(wrapper, args, tmp / ONNX_FILE, opset, exporter, check_onnx)
+    done["onnx"] = {
+        "file": ONNX_FILE,
+        "opset": opset_used,
+        "exporter": used,
+        "inputs": list(INPUT_NAMES),
+        "output": OUTPUT_NAME,
+        "dynamic_axes": {"batch": "all inputs, axis 0", "time": "x, mask, month, dynamic_world, axis 1"},
+    }
+    return verification
+
+
+def _write_int8(
+    tmp: Path, wrapper: TensorEncoder, encoder: PixelTimeSeriesEncoder, done: dict[str, Any]
+) -> Any:
+    """Quantise the fp32 ONNX model written before (``--format onnx,onnx-int8``) and verify it."""
+    if "onnx" not in done["formats"]:
+        raise RuntimeError("needs the fp32 ONNX model (--format onnx,onnx-int8), which was not written")
+    return export_int8(tmp, wrapper, encoder)

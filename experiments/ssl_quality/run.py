@@ -131,7 +131,10 @@ def splits(
     y = samples.label
     group = np.asarray(samples.meta[key]).astype(str)
     inside = np.flatnonzero(group != held_out) if held_out else np.arange(len(y))
-    tr, te = train_test_split(inside, test_size=0.3, random_state=seed, stratify=y[inside])
+    # stratified by class; classes with a single sample (the real files' rare ewoc codes) share a stratum
+    values, counts = np.unique(y[inside], return_counts=True)
+    strata = np.where(np.isin(y[inside], values[counts < 2]), -2, y[inside])
+    tr, te = train_test_split(inside, test_size=0.3, random_state=seed, stratify=strata)
     out = {"random": (tr, te)}
     if held_out and (group == held_out).any():
         test = np.flatnonzero(group == held_out)

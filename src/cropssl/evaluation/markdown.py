@@ -168,6 +168,11 @@ def _delta_row(name: str, v: dict[str, Any], with_overlap: bool) -> list[str]:
     return [name, f"{pdl['delta']:+.3f}", f"{pdl['low']:+.3f} to {pdl['high']:+.3f}", *overlap, verdict]
 
 
+def _images(*pictures: tuple[str, str]) -> list[str]:
+    """Markdown image lines (each followed by a blank line) for ``(alt text, PLOTS key)`` pairs."""
+    return [line for alt, key in pictures for line in (f"![{alt}]({PLOTS[key]})", "")]
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -481,11 +486,7 @@ def _per_class(doc: Mapping[str, Any]) -> list[str]:
     ]
     L += _table(["method", *[f"{c} (n={n})" for c, n in zip(classes, support)]], rows)
     L.append("")
-    L.append(f"![per-class F1]({PLOTS['per_class_f1']})")
-    L.append("")
-    L.append(f"![confusion matrices]({PLOTS['confusion']})")
-    L.append("")
-    return L
+    return L + _images(("per-class F1", "per_class_f1"), ("confusion matrices", "confusion"))
 
 
 def _per_group(doc: Mapping[str, Any]) -> list[str]:
@@ -513,13 +514,11 @@ def _per_group(doc: Mapping[str, Any]) -> list[str]:
 
 def _efficiency(doc: Mapping[str, Any]) -> list[str]:
     """The efficiency frontier plots."""
-    L: list[str] = []
-    L += ["### Efficiency", ""]
-    L.append(f"![macro F1 vs MACs per pixel]({PLOTS['frontier_macs']})")
-    L.append("")
-    L.append(f"![macro F1 vs pixels per second]({PLOTS['frontier_px_per_s']})")
-    L.append("")
-    return L
+    pictures = (
+        ("macro F1 vs MACs per pixel", "frontier_macs"),
+        ("macro F1 vs pixels per second", "frontier_px_per_s"),
+    )
+    return ["### Efficiency", "", *_images(*pictures)]
 
 
 def _finetune_runs(doc: Mapping[str, Any]) -> list[str]:

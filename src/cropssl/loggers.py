@@ -26,22 +26,18 @@ class ResumableCSVLogger(Logger):
 
     Args:
         save_dir: Directory of ``metrics.csv`` (the run directory).
-        resume_step: Global step the run resumes from, when known at construction (else
-            :meth:`resume_from`).
         flush_logs_every_n_steps: Rows kept in memory before they are written.
 
     """
 
-    def __init__(
-        self, save_dir: str, resume_step: int | None = None, flush_logs_every_n_steps: int = 100
-    ) -> None:
+    def __init__(self, save_dir: str, flush_logs_every_n_steps: int = 100) -> None:
         super().__init__()
         self._save_dir = str(save_dir)
         self.metrics_file_path = os.path.join(self._save_dir, "metrics.csv")
         self._flush_every = int(flush_logs_every_n_steps)
         self._keys: list[str] = []
         self._pending: list[dict[str, Any]] = []
-        self._resume_step = resume_step
+        self._resume_step: int | None = None
         self._started = False
 
     def resume_from(self, step: int) -> None:

@@ -52,7 +52,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     check_config(cfg, allowed=field_names())
     try:  # an untyped copy: keys added with `+` (Hydra opens the struct for them) fail here too
-        plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        container = OmegaConf.to_container(cfg, resolve=True)
+        plain = OmegaConf.create(container)
         settings = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvaluateConfig), plain))
     except OmegaConfBaseException as exc:
         raise ConfigKeyError(schema_error(exc)) from None
@@ -64,7 +65,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         split=instantiate(cfg.split) if cfg.get("split") is not None else None,
         finetune=instantiate(cfg.finetune) if cfg.get("finetune") is not None else None,
         command=_command(),
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=container,
         **settings.evaluate_kwargs(),
     )
     best = doc["results"][0] if doc["results"] else None

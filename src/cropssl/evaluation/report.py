@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from cropssl.artifacts import jsonable
+from cropssl.evaluation.config import EfficiencyConfig
 from cropssl.evaluation.data import PreparedData, load_data, prepare_data, split_report
 from cropssl.evaluation.encoders import (
     EncoderSpec,
@@ -196,7 +197,7 @@ def evaluate(
     _check_request(encoders, strategies, baselines)
     ft_cfg = finetune if isinstance(finetune, FinetuneConfig) else FinetuneConfig(**dict(finetune or {}))
     probes = {k: dict(v) for k, v in (probes or {}).items()}
-    eff = {"timesteps": 12, "batch_size": 256, "repeats": 3, "backend": "torch", **dict(efficiency or {})}
+    eff = {**dataclasses.asdict(EfficiencyConfig()), **dict(efficiency or {})}
     save_heads = save_heads or bool((agreement or {}).get("cubes"))  # the maps are made from the heads
     prev_threads = torch.get_num_threads()
     try:

@@ -17,6 +17,7 @@ clean test fold.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -71,9 +72,12 @@ def transforms(cfg: Mapping[str, Any], seed: int = 0) -> dict[str, Callable[[Pix
         "no_s2": lambda s: mask_bands(s, [*S2, NDVI]),
         "no_s1": lambda s: mask_bands(s, S1),
     }
-    for rate in cfg.get("cloud_rates", (0.25, 0.5, 0.75)):
+    from cropssl.evaluation.config import RobustnessConfig
+
+    cfg = {**dataclasses.asdict(RobustnessConfig()), **dict(cfg)}  # the config's defaults, one home
+    for rate in cfg["cloud_rates"]:
         out[f"clouds_{round(100 * float(rate))}"] = lambda s, r=float(rate): seasonal_clouds(s, r, seed)
-    gain, offset = float(cfg.get("s2_gain", 1.1)), float(cfg.get("s2_offset", -100.0))
+    gain, offset = float(cfg["s2_gain"]), float(cfg["s2_offset"])
     out["s2_radiometry"] = lambda s: s2_radiometry(s, gain, offset)
     out["no_meteo"] = lambda s: mask_bands(s, METEO)
     return out

@@ -232,7 +232,7 @@ class SSLMethod(pl.LightningModule):
                       "checkpoint": self.resume_checkpoint}  # fmt: skip
             lineage[-1]["resumes"] = [*lineage[-1].get("resumes", []), resume]
         self.checkpoint_extras["lineage"] = lineage
-        for logger in self.loggers if self._trainer is not None else []:
+        for logger in self.loggers:
             if hasattr(logger, "resume_from"):
                 logger.resume_from(step)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -332,7 +333,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for v in args.variant:
         name, spec = v.split("=", 1)
         method, _, ovr = spec.partition(":")
-        todo.append((name, method, tuple(o for o in ovr.split(",") if o)))
+        # commas inside [...] belong to a list value (encoder.groups=[S1,S2_RGB])
+        todo.append((name, method, tuple(o for o in re.split(r",(?![^\[]*\])", ovr) if o)))
     for name, method, extra in todo:
         for seed in seeds:
             run = out / "runs" / f"{name}_seed{seed}"

@@ -60,7 +60,7 @@ from cropssl.evaluation.plots import (
 )
 from cropssl.evaluation.probes import fit_probe
 from cropssl.evaluation.protocol import EvaluationWarning, Protocol
-from cropssl.evaluation.splits import MissingClassWarning, Split
+from cropssl.evaluation.splits import MissingClassWarning, Split, save_split
 from cropssl.schema import PixelSamples
 
 log = logging.getLogger("cropssl.evaluate")
@@ -207,63 +207,27 @@ def evaluate(
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         timings: dict[str, float] = {}
-
         with warnings.catch_warnings(record=True) as caught, _threads(threads):
             warnings.simplefilter("always")
-            # ---- data, labels, split
             t0 = time.perf_counter()
             load_legend(legend, class_mappings)
             samples, sources = load_data(data, timesteps)
             prep = prepare_data(
-                samples,
-                legend=legend,
-                min_count=min_count,
-                unknown=unknown,
-                split=split,
+                samples, legend=legend, min_count=min_count, unknown=unknown, split=split,
                 class_mappings=class_mappings,
-            )
-            s, classes, sp = prep.samples, prep.classes, prep.split
-            k = len(classes)
-            te = prep.fold("test")
-            has_val = bool(prep.fold("val").any())
+            )  # fmt: skip
             split_rep = split_report(prep)
-            from cropssl.evaluation.splits import save_split
-
-            save_split(sp, out / "split.json")
+            save_split(prep.split, out / "split.json")
             timings["data_and_split_s"] = time.perf_counter() - t0
-
-            # ---- encoders
-            loaded = _load_encoders(encoders, random_encoder, seed, s, data)
-
+            loaded = _load_encoders(encoders, random_encoder, seed, prep.samples, data)
             run = Protocol(
                 prep, out, n_boot=n_boot, confidence=confidence, seed=seed, group_keys=group_keys,
                 total=len(loaded) * len(strategies) + len(baselines), title=title, save_heads=save_heads,
                 probes=probes, efficiency=eff, progress=progress, timings=timings,
             )  # fmt: skip
-            for le in loaded:
-                run.run_encoder(le, strategies, ft_cfg, _efficiency_runner(le, str(eff["backend"])))
-            if "catboost_features" in baselines:
-                run.run_catboost_features()
-            if "scratch" in baselines:
-                run.run_scratch(random_encoder, ft_cfg)
-            results, heads_written, test_s, y_te = run.results, run.heads, run.test, run.y_te
-
-            # ---- statistics, outputs
-            run.bar.close()
-            robust = None
-            if robustness and robustness.get("enabled", True):
-                from cropssl.evaluation.robustness import evaluate_robustness
-
-                t0 = time.perf_counter()
-                robust = evaluate_robustness(run.fitted, test_s, y_te, robustness, seed=seed)
-                timings["robustness_s"] = time.perf_counter() - t0
-            sig = significance(results, y_te, run.preds, k, n_boot=n_boot, confidence=confidence, seed=seed)
-            _write_predictions(out / "predictions.parquet", test_s, y_te, classes, run.preds)
-        caught_msgs: list[str] = []
-        for w in caught:
-            if issubclass(w.category, (MissingClassWarning, UnknownCodeWarning, EvaluationWarning)):
-                caught_msgs.append(f"{w.category.__name__}: {w.message}")
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            robust, sig = _run_protocol(
+                run, loaded, strategies, baselines, ft_cfg, random_encoder, robustness
+            )
         timings["total_s"] = time.perf_counter() - t_start
         protocol = {
             "strategies": list(strategies),
@@ -272,7 +236,7 @@ def evaluate(
             "finetune": dataclasses.asdict(ft_cfg),
             "random_encoder": dict(random_encoder or {}),
             "val_used_for": "early stopping of finetune / scratch"
-            if has_val
+            if prep.fold("val").any()
             else f"no val fold: finetune / scratch carve {ft_cfg.val_size:.0%} of train to early-stop",
             "n_boot": n_boot,
             "confidence": confidence,
@@ -281,18 +245,19 @@ def evaluate(
             "seed": seed,
         }
         doc = _document(
-            title=title, command=command, config=config, data=_data_summary(sources, len(samples), s),
-            prep=prep, min_count=min_count, split_rep=split_rep, protocol=protocol, loaded=loaded,
-            results=results, sig=sig, robust=robust, heads=heads_written, caught=caught_msgs,
-            timings=timings, n_test=int(te.sum()),
+            title=title, command=command, config=config,
+            data=_data_summary(sources, len(samples), prep.samples), prep=prep, min_count=min_count,
+            split_rep=split_rep, protocol=protocol, loaded=loaded,
+            results=run.results, sig=sig, robust=robust, heads=run.heads, caught=_reraise(caught),
+            timings=timings, n_test=int(prep.fold("test").sum()),
         )  # fmt: skip
         cubes = list((agreement or {}).get("cubes") or [])
         if cubes:
             from cropssl.evaluation.agreement import heads_map_agreement
 
-            log.info("map agreement: %d cube(s) x %d head(s)", len(cubes), len(heads_written))
-            f1 = {r["name"]: r["macro_f1"] for r in results}
-            doc["agreement"] = heads_map_agreement(out, heads_written, cubes, f1, progress=progress)
+            log.info("map agreement: %d cube(s) x %d head(s)", len(cubes), len(run.heads))
+            f1 = {r["name"]: r["macro_f1"] for r in run.results}
+            doc["agreement"] = heads_map_agreement(out, run.heads, cubes, f1, progress=progress)
         from cropssl.evaluation.checks import report_checks
 
         doc["checks"] = report_checks(doc)
@@ -301,6 +266,48 @@ def evaluate(
         return doc
     finally:
         torch.set_num_threads(prev_threads)
+
+
+def _run_protocol(
+    run: Protocol, loaded: list[LoadedEncoder], strategies: Sequence[str], baselines: Sequence[str],
+    ft_cfg: FinetuneConfig, random_encoder: Mapping[str, Any] | None, robustness: Mapping[str, Any] | None,
+) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """Every encoder x strategy and the baselines, then robustness, significance and the predictions file.
+
+    Returns:
+        The robustness block (None when off) and the significance block.
+
+    """
+    for le in loaded:
+        run.run_encoder(le, strategies, ft_cfg, _efficiency_runner(le, str(run.efficiency["backend"])))
+    if "catboost_features" in baselines:
+        run.run_catboost_features()
+    if "scratch" in baselines:
+        run.run_scratch(random_encoder, ft_cfg)
+    run.bar.close()
+    robust = None
+    if robustness and robustness.get("enabled", True):
+        from cropssl.evaluation.robustness import evaluate_robustness
+
+        t0 = time.perf_counter()
+        robust = evaluate_robustness(run.fitted, run.test, run.y_te, robustness, seed=run.seed)
+        run.timings["robustness_s"] = time.perf_counter() - t0
+    k = len(run.prep.classes)
+    sig = significance(
+        run.results, run.y_te, run.preds, k, n_boot=run.n_boot, confidence=run.confidence, seed=run.seed
+    )
+    _write_predictions(run.out / "predictions.parquet", run.test, run.y_te, run.prep.classes, run.preds)
+    return robust, sig
+
+
+def _reraise(caught: list[warnings.WarningMessage]) -> list[str]:
+    """Re-emit the warnings recorded during the protocol; return the report-worthy ones as text."""
+    msgs: list[str] = []
+    for w in caught:
+        if issubclass(w.category, (MissingClassWarning, UnknownCodeWarning, EvaluationWarning)):
+            msgs.append(f"{w.category.__name__}: {w.message}")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return msgs
 
 
 def _check_request(encoders: Sequence[Any], strategies: Sequence[str], baselines: Sequence[str]) -> None:

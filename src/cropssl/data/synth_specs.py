@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 
-_DAYS_PER_MONTH = 365.25 / 12
+DAYS_PER_MONTH = 365.25 / 12
 
 # S2 bands in schema order:       B2     B3     B4     B5     B6     B7     B8     B8A    B11    B12
-_SOIL = np.array([900, 1200, 1500, 1750, 1900, 2000, 2150, 2250, 3000, 2500], np.float64)
-_URBAN = np.array([1150, 1250, 1350, 1500, 1600, 1700, 1800, 1850, 2300, 2100], np.float64)
-_WATER = np.array([650, 600, 400, 330, 270, 240, 220, 200, 90, 70], np.float64)
-_VEG = np.array([230, 550, 230, 950, 2900, 3700, 4100, 4200, 2100, 950], np.float64)
-_FOREST = np.array([200, 420, 180, 700, 2300, 2900, 3200, 3300, 1500, 650], np.float64)
-_BACKGROUNDS = {"soil": 0, "urban": 1, "water": 2}
+SOIL = np.array([900, 1200, 1500, 1750, 1900, 2000, 2150, 2250, 3000, 2500], np.float64)
+URBAN = np.array([1150, 1250, 1350, 1500, 1600, 1700, 1800, 1850, 2300, 2100], np.float64)
+WATER = np.array([650, 600, 400, 330, 270, 240, 220, 200, 90, 70], np.float64)
+VEG = np.array([230, 550, 230, 950, 2900, 3700, 4100, 4200, 2100, 950], np.float64)
+FOREST = np.array([200, 420, 180, 700, 2300, 2900, 3200, 3300, 1500, 650], np.float64)
+BACKGROUNDS = {"soil": 0, "urban": 1, "water": 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +97,7 @@ CLASSES: tuple[ClassSpec, ...] = (
         s1=(-22.5, 0.0, -28.5, 0.0, 0.0), drought_sensitivity=0.0,
     ),
 )  # fmt: skip
-_CLASS_INDEX = {c.name: i for i, c in enumerate(CLASSES)}
+CLASS_INDEX = {c.name: i for i, c in enumerate(CLASSES)}
 
 
 @dataclasses.dataclass(frozen=True)

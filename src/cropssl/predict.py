@@ -31,7 +31,6 @@ is refused, naming the band, unless ``--allow-missing-bands``.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 import warnings
@@ -43,15 +42,12 @@ from typing import Any
 import numpy as np
 
 from cropssl.evaluation.heads import head_proba
+from cropssl.io.maps import cube_grid, map_dataset, write_map
 from cropssl.schema import BAND_GROUPS, BANDS
 
 
 class PredictError(ValueError):
     """The head, encoder and input do not fit together."""
-
-
-#: Colour of no-data pixels in map PNGs (no class colour uses it).
-NODATA_COLOR = "#3b3b3b"
 
 
 class NoDataWarning(UserWarning):
@@ -165,40 +161,6 @@ def resolve_head_encoder(head: dict[str, Any], spec: str | None) -> tuple[Any | 
 
 
 # ---------------------------------------------------------------------------------------------- output
-def _write_png(
-    path: Path, cls: np.ndarray, x: np.ndarray, y: np.ndarray, classes: list[str], title: str
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
-
-    k = len(classes)
-    base = plt.get_cmap("tab20" if k > 10 else "tab10")
-    colors = [base(i % base.N) for i in range(k)]
-    cmap = ListedColormap(colors).with_extremes(bad=NODATA_COLOR)
-    data = np.ma.masked_less(cls, 0)
-    dx = (x[1] - x[0]) if len(x) > 1 else 1.0
-    dy = (y[1] - y[0]) if len(y) > 1 else -1.0
-    extent = (x[0] - dx / 2, x[-1] + dx / 2, y[-1] + dy / 2, y[0] - dy / 2)
-    fig, ax = plt.subplots(figsize=(7.5, 6))
-    ax.imshow(data, cmap=cmap, vmin=-0.5, vmax=k - 0.5, extent=extent, interpolation="nearest")
-    present = np.unique(cls[cls >= 0])
-    counts = {int(c): int((cls == c).sum()) for c in present}
-    handles = [Patch(color=colors[c], label=f"{classes[c]} ({counts[c]} px)") for c in present]
-    if (cls < 0).any():
-        handles.append(Patch(color=NODATA_COLOR, label=f"no data ({int((cls < 0).sum())} px)"))
-    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title(title, fontsize=9)
-    ax.set_xlabel("x (m)")
-    ax.set_ylabel("y (m)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
 def predict_cube(
     head_path: str | Path,
     input_path: str | Path,
@@ -250,38 +212,12 @@ def predict_cube(
         FileNotFoundError: a missing file.
 
     """
-    from cropssl.data.ingest import IngestOptions, detect_format, read_input
-    from cropssl.evaluation.heads import load_head
-    from cropssl.io.atomic import atomic_path
-
     head_path, input_path, out = Path(head_path), Path(input_path), Path(out)
-    if batch_size < 1:
-        raise PredictError(f"--batch-size must be >= 1, got {batch_size}")
-    if out.suffix.lower() not in (".nc", ".nc4", ".netcdf"):
-        raise PredictError(f"--out {out}: write a NetCDF file (.nc)")
-    head = load_head(head_path, trust_pickle=trust_pickle)
-    if detect_format(input_path) != "cube":
-        raise PredictError(f"input {input_path} is not a NetCDF cube (t, y, x); cropssl-predict maps cubes")
-    enc, fast, enc_desc = _head_encoders(head, encoder, backend)
-    missing = check_cube_bands(input_path, head_bands(head, enc), allow_missing_bands)
-    timesteps = int(head.get("timesteps", 12))
-    if enc is not None and timesteps > enc.max_T:
-        raise PredictError(f"the head uses T={timesteps} but the encoder accepts at most max_T={enc.max_T}")
-    if window is not None and timesteps != months_between(*window):
-        raise PredictError(
-            f"--start {window[0]} --end {window[1]} is {months_between(*window)} months but the head was "
-            f"fitted on T={timesteps}"
-        )
-    options = IngestOptions(
-        timesteps=timesteps,
-        start=window[0] if window else None,
-        end=window[1] if window else None,
-        season_end_month=season_end_month,
+    head, fast, enc_desc, missing, timesteps = _prepare(
+        head_path, input_path, out, encoder, backend, batch_size, allow_missing_bands, window, trust_pickle
     )
-    samples, report = read_input(input_path, options=options)
-    if report.cadence != "month":
-        raise PredictError(f"input {input_path} is {report.cadence}ly; heads map monthly windows")
-    grid = _cube_grid(input_path)
+    samples, report = _read_window(input_path, timesteps, window, season_end_month)
+    grid = cube_grid(input_path)
     enough = samples.observed_steps() >= min_valid_steps
     samples = samples.select(enough)
     start = time.perf_counter()
@@ -314,15 +250,9 @@ def predict_cube(
         "min_valid_steps": int(min_valid_steps),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    out_ds = _map_dataset(cls, proba, names, grid, attrs)
-    # no _FillValue on `class`: it would decode to float with NaN; -1 is documented in its attributes
-    encoding = {"class": {"_FillValue": None}, "probability": {"_FillValue": np.float32(np.nan)}}
     png_path = Path(png) if png else out.with_suffix(".png")
-    with atomic_path(out) as tmp_nc:
-        out_ds.to_netcdf(tmp_nc, engine="h5netcdf", encoding=encoding)
-        with atomic_path(png_path) as tmp_png:
-            title = f"{input_path.name}: {head['strategy']} on {enc_desc}"
-            _write_png(tmp_png, cls, grid["x_vals"], grid["y_vals"], names, title)
+    title = f"{input_path.name}: {head['strategy']} on {enc_desc}"
+    write_map(out, png_path, map_dataset(cls, proba, names, grid, attrs), cls, grid, names, title)
     agreement = None
     if reference is not None:
         agreement = compare_with_reference(out, cls, names, reference, reference_classes, grid["dims"])
@@ -343,6 +273,61 @@ def predict_cube(
     }
 
 
+def _prepare(
+    head_path: Path, input_path: Path, out: Path, encoder: str | None, backend: str, batch_size: int,
+    allow_missing_bands: bool, window: tuple[str, str] | None, trust_pickle: bool,
+) -> tuple[dict[str, Any], Any, str, list[str], int]:  # fmt: skip
+    """Check the request before any pixel is read.
+
+    Returns:
+        The head, the classifier of embeddings (:func:`_head_encoders`), the encoder's description, the
+        bands the cube lacks (masked as missing) and the head's window length T.
+
+    Raises:
+        PredictError: a bad batch size / output suffix, a non-cube input, a head / encoder / window mismatch.
+
+    """
+    from cropssl.data.ingest import detect_format
+    from cropssl.evaluation.heads import load_head
+
+    if batch_size < 1:
+        raise PredictError(f"--batch-size must be >= 1, got {batch_size}")
+    if out.suffix.lower() not in (".nc", ".nc4", ".netcdf"):
+        raise PredictError(f"--out {out}: write a NetCDF file (.nc)")
+    head = load_head(head_path, trust_pickle=trust_pickle)
+    if detect_format(input_path) != "cube":
+        raise PredictError(f"input {input_path} is not a NetCDF cube (t, y, x); cropssl-predict maps cubes")
+    enc, fast, enc_desc = _head_encoders(head, encoder, backend)
+    missing = check_cube_bands(input_path, head_bands(head, enc), allow_missing_bands)
+    timesteps = int(head.get("timesteps", 12))
+    if enc is not None and timesteps > enc.max_T:
+        raise PredictError(f"the head uses T={timesteps} but the encoder accepts at most max_T={enc.max_T}")
+    if window is not None and timesteps != months_between(*window):
+        raise PredictError(
+            f"--start {window[0]} --end {window[1]} is {months_between(*window)} months but the head was "
+            f"fitted on T={timesteps}"
+        )
+    return head, fast, enc_desc, missing, timesteps
+
+
+def _read_window(
+    input_path: Path, timesteps: int, window: tuple[str, str] | None, season_end_month: int | None
+) -> tuple[Any, Any]:
+    """The cube's pixels over the head's window and the ingest report (monthly cubes only)."""
+    from cropssl.data.ingest import IngestOptions, read_input
+
+    options = IngestOptions(
+        timesteps=timesteps,
+        start=window[0] if window else None,
+        end=window[1] if window else None,
+        season_end_month=season_end_month,
+    )
+    samples, report = read_input(input_path, options=options)
+    if report.cadence != "month":
+        raise PredictError(f"input {input_path} is {report.cadence}ly; heads map monthly windows")
+    return samples, report
+
+
 def _head_encoders(head: dict[str, Any], encoder: str | None, backend: str) -> tuple[Any, Any, str]:
     """The head's eager encoder (bands / T are checked on it), what runs it, and its description."""
     enc, enc_desc = resolve_head_encoder(head, encoder)
@@ -357,27 +342,6 @@ def _head_encoders(head: dict[str, Any], encoder: str | None, backend: str) -> t
         )
     fast = load_backend(encoder, backend)
     return enc, fast, f"{enc_desc}, backend {fast.backend}"
-
-
-def _cube_grid(path: Path) -> dict[str, Any]:
-    """The grid of a cube: dims, shape, coordinates (copied) and its CRS variable, if any."""
-    import xarray as xr
-
-    from cropssl.data.ingest.netcdf import CRS_VARIABLES, find_dims
-
-    with xr.open_dataset(path, engine="h5netcdf", decode_cf=True, mask_and_scale=False) as ds:
-        _, ydim, xdim = find_dims(ds, path)
-        crs_name = next((n for n in CRS_VARIABLES if n in ds.variables), None)
-        return {
-            "dims": (ydim, xdim),
-            "shape": (ds.sizes[ydim], ds.sizes[xdim]),
-            "x": ds[xdim].copy(deep=True),
-            "y": ds[ydim].copy(deep=True),
-            "x_vals": ds[xdim].to_numpy(),
-            "y_vals": ds[ydim].to_numpy(),
-            "crs_name": crs_name,
-            "crs": ds[crs_name].copy(deep=True) if crs_name else None,
-        }
 
 
 def _classify(
@@ -398,38 +362,6 @@ def _classify(
             cls[r, c] = p.argmax(axis=1).astype(np.int16)
             bar.update(len(chunk))
     return cls, proba
-
-
-def _map_dataset(
-    cls: np.ndarray, proba: np.ndarray, names: list[str], grid: dict[str, Any], attrs: dict[str, Any]
-) -> Any:
-    """The map as a CF dataset: ``class`` (flags), ``probability``, ``class_name``, the cube's CRS."""
-    import xarray as xr
-
-    ydim, xdim = grid["dims"]
-    k = len(names)
-    crs = {"grid_mapping": grid["crs_name"]} if grid["crs_name"] else {}
-    class_attrs = {
-        "long_name": "predicted class index (-1 = no data)",
-        "nodata": np.int16(-1),
-        "flag_values": np.arange(k, dtype=np.int16),
-        "flag_meanings": " ".join(re.sub(r"\s+", "_", n) for n in names),
-        "class_names": json.dumps(names),
-        **crs,
-    }
-    data_vars: dict[str, Any] = {
-        "class": ((ydim, xdim), cls, class_attrs),
-        "probability": (
-            ("class_index", ydim, xdim),
-            proba,
-            {"long_name": "class probability", "units": "1", **crs},
-        ),
-        "class_name": (("class_index",), np.asarray(names, dtype=object), {"long_name": "class name"}),
-    }
-    if grid["crs"] is not None:
-        data_vars[grid["crs_name"]] = grid["crs"]
-    coords = {"class_index": np.arange(k, dtype=np.int16), xdim: grid["x"], ydim: grid["y"]}
-    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 def compare_with_reference(

@@ -71,12 +71,12 @@ def test_sigterm_during_shard_leaves_no_temporary(tmp_path):
     out = tmp_path / "shards"
     script = f"""
 import time
-import cropssl.data.shards as shards
-real = shards.encode_record
+import cropssl.data.shard_writer as writer
+real = writer.encode_record
 def slow(samples):
     time.sleep(0.05)
     return real(samples)
-shards.encode_record = slow
+writer.encode_record = slow  # the name the writer calls
 from cropssl.cli.shard import main
 main([{str(REAL_FILES["cube"])!r}, "--out", {str(out)!r}, "--samples-per-record", "64"])
 """

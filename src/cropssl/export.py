@@ -22,8 +22,6 @@ import json
 import math
 import os
 import platform
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +54,7 @@ from cropssl.export_onnx import (
     example_inputs,
     write_formats,
 )
+from cropssl.io.atomic import atomic_dir
 from cropssl.schema import (
     BAND_GROUPS,
     BANDS,
@@ -358,13 +357,11 @@ def export_encoder(
 
         ckpt_path = presto_path(None if str(ckpt_path) == "presto" else ckpt_path)
         continue_bundle = False
-    if out.exists() and not overwrite:
+    if out.exists() and not overwrite:  # before the checkpoint's encoder is built
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     encoder = _checkpoint_encoder(ckpt, ckpt_path, teacher)
     all_metrics, sources = _collect_metrics(ckpt, ckpt_path, presto, metrics)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out, overwrite=overwrite) as tmp:
         tmp.chmod(0o755)
         save_file(
             {k: v.detach().contiguous() for k, v in encoder.state_dict().items()},
@@ -376,19 +373,6 @@ def export_encoder(
         files = [WEIGHTS_FILE, CONFIG_FILE, README_FILE, *written["files"]]
         if continue_info:
             files.append(CONTINUE_FILE)
-        sha = sha256_file(ckpt_path)
-        parent = {
-            "kind": "presto" if presto else "checkpoint",
-            "path": str(ckpt_path.resolve()),
-            "sha256": sha,
-            "global_step": ckpt.get("global_step"),
-            "epoch": ckpt.get("epoch"),
-            "encoder": "teacher" if teacher else "student",
-        }
-        lineage = [dict(r) for r in jsonable(ckpt["cropssl"].get("lineage") or [])]
-        if lineage:
-            lineage[-1]["exported_from"] = {"path": parent["path"], "sha256": sha,
-                                            "global_step": parent["global_step"]}  # fmt: skip
         config: dict[str, Any] = {
             "format": EXPORT_FORMAT,
             "format_version": EXPORT_FORMAT_VERSION,
@@ -406,8 +390,7 @@ def export_encoder(
             else {},
             "onnx": written["onnx"],
             "verification": written["verification"],
-            "parent_checkpoint": parent,
-            "lineage": lineage,
+            **_provenance(ckpt, ckpt_path, presto, teacher),
             "metrics": all_metrics,
             "metrics_sources": sources,
             "continue": continue_info,
@@ -422,15 +405,25 @@ def export_encoder(
         (tmp / README_FILE).write_text(model_card(config))
         for f in tmp.iterdir():
             f.chmod(0o644)
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return config
+
+
+def _provenance(ckpt: Mapping[str, Any], ckpt_path: Path, presto: bool, teacher: bool) -> dict[str, Any]:
+    """``parent_checkpoint`` (path, hash, step, which encoder) and the ``lineage`` ending in this export."""
+    sha = sha256_file(ckpt_path)
+    parent = {
+        "kind": "presto" if presto else "checkpoint",
+        "path": str(ckpt_path.resolve()),
+        "sha256": sha,
+        "global_step": ckpt.get("global_step"),
+        "epoch": ckpt.get("epoch"),
+        "encoder": "teacher" if teacher else "student",
+    }
+    lineage = [dict(r) for r in jsonable(ckpt["cropssl"].get("lineage") or [])]
+    if lineage:
+        lineage[-1]["exported_from"] = {"path": parent["path"], "sha256": sha,
+                                        "global_step": parent["global_step"]}  # fmt: skip
+    return {"parent_checkpoint": parent, "lineage": lineage}
 
 
 def _checkpoint_encoder(ckpt: Mapping[str, Any], ckpt_path: Path, teacher: bool) -> PixelTimeSeriesEncoder:

@@ -26,7 +26,7 @@ import numpy as np
 
 from cropssl import __version__
 from cropssl.artifacts import sha256_file
-from cropssl.data.shards import MANIFEST, SHARD_PATTERN, _add, encode_record
+from cropssl.data.shards import MANIFEST, SHARD_PATTERN, add_member, encode_record
 from cropssl.io.atomic import atomic_dir
 from cropssl.schema import BANDS, META_KEYS, NUM_BANDS, SCHEMA_VERSION, UNITS, PixelSamples
 
@@ -170,7 +170,7 @@ class ShardWriter:
             self._tar = tarfile.open(self.dir / name, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 (closed in _close_shard)
         key = f"{len(self.entries):06d}_{self._records_in_shard:06d}"
         for fname, data in encode_record(rec).items():
-            _add(self._tar, f"{key}.{fname}", data)
+            add_member(self._tar, f"{key}.{fname}", data)
         self._records_in_shard += 1
         self._samples_in_shard += len(rec)
         if self._records_in_shard == self.rps:

@@ -44,7 +44,8 @@ def _npy_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add ``data`` to ``tar`` as the file ``name`` (fixed mtime / owner: byte-identical shards)."""
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mtime = 0

@@ -322,5 +322,6 @@ def _load_pickle_head(p: Path, trust_pickle: bool) -> dict[str, Any]:
     return head
 
 
-def _state_numpy(module: Any) -> dict[str, np.ndarray]:
+def state_numpy(module: Any) -> dict[str, np.ndarray]:
+    """A module's state dict as numpy copies (the weights a head file carries)."""
     return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}

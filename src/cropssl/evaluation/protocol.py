@@ -23,7 +23,7 @@ import numpy as np
 from cropssl.evaluation.data import PreparedData
 from cropssl.evaluation.encoders import LoadedEncoder, embed_samples, encoder_cost, weights_fingerprint
 from cropssl.evaluation.finetune import FinetuneConfig
-from cropssl.evaluation.heads import _state_numpy, head_filename, save_head
+from cropssl.evaluation.heads import head_filename, save_head, state_numpy
 from cropssl.evaluation.markdown import write_partial_report
 from cropssl.evaluation.probes import fit_probe
 from cropssl.schema import BANDS, PixelSamples
@@ -50,7 +50,7 @@ def finetuned_head(result: Any) -> dict[str, Any]:
         return None if v is None else v.detach().cpu().numpy().copy()
 
     return {
-        "encoder_state": _state_numpy(model.encoder),
+        "encoder_state": state_numpy(model.encoder),
         "linear": {
             "weight": model.head.weight.detach().numpy().copy(),
             "bias": model.head.bias.detach().numpy().copy(),
@@ -229,7 +229,7 @@ class Protocol:
             t0 = time.perf_counter()
             head: dict[str, Any] = {"strategy": st, "encoder": enc_desc}
             if le.kind == "random":
-                head["encoder_state"] = _state_numpy(le.encoder)
+                head["encoder_state"] = state_numpy(le.encoder)
             if st == "finetune":
                 r = self._finetune(le.encoder, ft_cfg)
                 self.record(name, le.name, st, r.pred, r.proba, cost, time.perf_counter() - t0,

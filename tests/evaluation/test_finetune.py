@@ -13,7 +13,6 @@ from threadpoolctl import threadpool_limits
 from cropssl.evaluation.finetune import (
     FinetuneConfig,
     FinetuneModel,
-    _batches,
     class_weights,
     finetune,
     predict_proba,
@@ -21,6 +20,7 @@ from cropssl.evaluation.finetune import (
     stratified_holdout,
     train_from_scratch,
 )
+from cropssl.evaluation.finetune_run import sample_batches
 from cropssl.evaluation.labels import encode_labels
 from cropssl.evaluation.metrics import classification_metrics
 from cropssl.evaluation.probes import fit_predict
@@ -111,12 +111,12 @@ def test_stratified_holdout_keeps_every_class_in_train():
 def test_balanced_sampling_draws_classes_evenly():
     y = np.array([0] * 90 + [1] * 10)
     gen = torch.Generator().manual_seed(0)
-    idx = torch.cat([torch.cat(_batches(y, 16, True, 2, gen)) for _ in range(20)]).numpy()
+    idx = torch.cat([torch.cat(sample_batches(y, 16, True, 2, gen)) for _ in range(20)]).numpy()
     frac = (y[idx] == 1).mean()
     assert 0.4 < frac < 0.6
-    plain = torch.cat(_batches(y, 16, False, 2, gen)).numpy()
+    plain = torch.cat(sample_batches(y, 16, False, 2, gen)).numpy()
     assert sorted(plain.tolist()) == list(range(100))  # a permutation without balancing
-    chunks = _batches(np.zeros(33, int), 16, False, 1, gen)
+    chunks = sample_batches(np.zeros(33, int), 16, False, 1, gen)
     assert [len(c) for c in chunks] == [16, 17]  # no batch of one (batch norm needs two)
 
 

@@ -263,10 +263,10 @@ def init_from_weights(
     encoder: nn.Module = method.encoder  # type: ignore[assignment]
     report: dict[str, Any] = {"source": source, "kind": kind}
     if kind == "presto":
-        from cropssl.encoder import PixelTimeSeriesEncoder
+        from cropssl.presto_weights import read_presto
 
         path = presto_path(None if source == "presto" else source)
-        res = encoder.load_presto_state_dict(PixelTimeSeriesEncoder.read_presto(path))  # type: ignore[operator]
+        res = encoder.load_presto_state_dict(read_presto(path))  # type: ignore[operator]
         if strict and res.get("missing"):
             raise ValueError(f"Presto weights lack {res['missing']} (strict mode); use start.strict=false")
         report.update(path=str(path), sha256=sha256_file(path), **res)

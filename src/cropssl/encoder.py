@@ -44,8 +44,17 @@ from cropssl.layers import (
     DropPath,
     Mlp,
     cartesian,
+    compact_tokens,
+    gather_tokens,
     month_encoding_table,
     sinusoid_encoding_table,
+    static_graph,
+)
+from cropssl.presto_weights import (
+    load_presto_state_dict,
+    presto_architecture,
+    read_presto,
+    strip_encoder_prefix,
 )
 from cropssl.schema import BAND_GROUPS, DW_CLASSES, DW_MISSING, GROUP_NAMES, NUM_BANDS, STATIC_GROUPS, Batch
 
@@ -61,49 +70,6 @@ __all__ = [
     "month_encoding_table",
     "sinusoid_encoding_table",
 ]
-
-#: Presto's channel-embedding row of each group in the published weights (Dynamic World is the last row).
-PRESTO_GROUP_ORDER: tuple[str, ...] = GROUP_NAMES
-PRESTO_DW_ROW = len(PRESTO_GROUP_ORDER)
-
-
-def static_graph() -> bool:
-    """True while tracing, scripting, exporting to ONNX or compiling: shapes must not depend on data."""
-    return bool(
-        torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-        or torch.onnx.is_in_onnx_export()
-        or torch.compiler.is_compiling()
-    )
-
-
-def compact_tokens(drop: Tensor) -> tuple[Tensor, Tensor]:
-    """Indices that gather the kept tokens of every sample to the front, cut to the longest kept run.
-
-    Attention with a key-padding mask gives every kept token the same output whether the dropped tokens
-    are in the sequence or not, so encoding ``tokens.gather(index)`` with ``pad`` gives exactly the kept
-    tokens' outputs of the full sequence at a fraction of the cost (MAE: only the visible tokens; real
-    data: no missing tokens).
-
-    Args:
-        drop: ``[B, N]`` bool, True for tokens to leave out.
-
-    Returns:
-        ``index [B, n]`` (long, positions into ``N``; kept ones first, in their original order) and
-        ``pad [B, n]`` (True where a sample has fewer than ``n`` kept tokens: filler to ignore), with
-        ``n`` the largest number of kept tokens of any sample (at least 1).
-
-    """
-    keep = ~drop
-    order = torch.sort(drop.to(torch.uint8), dim=1, stable=True).indices
-    n = max(int(keep.sum(dim=1).max().item()), 1) if keep.numel() else 1
-    index = order[:, :n]
-    return index, drop.gather(1, index)
-
-
-def gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:
-    """``tokens [B, N, d]`` at ``index [B, n]`` -> ``[B, n, d]``."""
-    return tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
 
 def _group_slice(idx: Sequence[int]) -> slice | list[int]:
@@ -497,16 +463,6 @@ class PixelTimeSeriesEncoder(nn.Module):
         return self.forward(x, mask, month, latlon, dynamic_world)
 
     # ------------------------------------------------------------------ Presto weights
-    @staticmethod
-    def read_presto(path: str | Path) -> dict[str, Tensor]:
-        """The state dict in Presto's ``default_model.pt`` (also when wrapped as ``{"state_dict": ...}``)."""
-        sd = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if not isinstance(sd, Mapping):
-            raise ValueError(f"{path} does not hold a state dict (got {type(sd).__name__})")
-        if "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
-            sd = sd["state_dict"]
-        return dict(sd)
-
     @classmethod
     def from_presto(cls, path: str | Path, max_T: int = 72, **overrides: Any) -> PixelTimeSeriesEncoder:
         """Build an encoder from the published Presto weights (``default_model.pt``).
@@ -528,96 +484,13 @@ class PixelTimeSeriesEncoder(nn.Module):
             ValueError: If the weights do not fit the requested architecture.
 
         """
-        sd = _strip_encoder_prefix(cls.read_presto(path))
-        kwargs: dict[str, Any] = {"heads": 8, "max_T": max_T}
-        if "norm.weight" in sd:
-            d = int(sd["norm.weight"].shape[0])
-            kwargs["d"] = d
-            kwargs["depth"] = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
-            if "blocks.0.mlp.fc1.weight" in sd:
-                kwargs["mlp_ratio"] = sd["blocks.0.mlp.fc1.weight"].shape[0] / d
-            if "channel_embed.weight" in sd:
-                kwargs["channel_embed_ratio"] = sd["channel_embed.weight"].shape[1] / d
-            if "month_embed.weight" in sd:
-                kwargs["month_embed_ratio"] = sd["month_embed.weight"].shape[1] / d
-        kwargs.update(overrides)
-        model = cls(**kwargs)
+        sd = strip_encoder_prefix(read_presto(path))
+        model = cls(**{**presto_architecture(sd), "max_T": max_T, **overrides})
         report = model.load_presto_state_dict(sd)
         if report["missing"]:
             raise ValueError(f"Presto weights in {path} lack parameters: {report['missing']}")
         return model
 
     def load_presto_state_dict(self, sd: Mapping[str, Tensor]) -> dict[str, list[str]]:
-        """Copy Presto encoder weights into this model.
-
-        Keys may carry the ``encoder.`` prefix (full Presto state dict; ``decoder.*`` keys are ignored).
-        Channel-embedding rows are remapped by group name, so a model with a subset of ``groups`` loads
-        the matching rows. The fixed tables (``pos_embed``, ``month_embed``) are not copied but checked
-        against this model's tables.
-
-        Args:
-            sd: Presto state dict.
-
-        Returns:
-            Report with ``loaded`` (Presto keys used), ``missing`` (parameters of this model not found),
-            ``unexpected`` (Presto encoder keys this model has no place for) and ``ignored`` (decoder keys).
-
-        Raises:
-            ValueError: On a shape mismatch or if the fixed tables differ from Presto's.
-
-        """
-        ignored = sorted(k for k in sd if k.startswith("decoder."))
-        src = _strip_encoder_prefix(sd)
-        loaded: list[str] = []
-        unexpected: list[str] = []
-        own = dict(self.named_parameters())
-        filled: set[str] = set()
-
-        def copy(dst_name: str, value: Tensor, src_name: str) -> None:
-            dst = own[dst_name]
-            if dst.shape != value.shape:
-                raise ValueError(
-                    f"shape mismatch for {src_name}: Presto has {tuple(value.shape)}, "
-                    f"this model expects {tuple(dst.shape)} ({dst_name})"
-                )
-            with torch.no_grad():
-                dst.copy_(value.to(dst.dtype))
-            filled.add(dst_name)
-            loaded.append(src_name)
-
-        for name, value in src.items():
-            if name == "pos_embed":
-                table = value.reshape(-1, value.shape[-1])
-                n = min(table.shape[0], self.max_T)
-                if table.shape[-1] != self.pos_dim or not torch.allclose(
-                    table[:n].float(), self.pos_embed[:n].cpu(), atol=1e-6
-                ):
-                    raise ValueError("Presto's pos_embed does not match this model's position table")
-                loaded.append(name)
-            elif name == "month_embed.weight":
-                if value.shape != self.month_embed.shape or not torch.allclose(
-                    value.float(), self.month_embed.cpu(), atol=1e-6
-                ):
-                    raise ValueError("Presto's month_embed does not match this model's month table")
-                loaded.append(name)
-            elif name == "channel_embed.weight":
-                if value.shape[0] != PRESTO_DW_ROW + 1:
-                    raise ValueError(
-                        f"channel_embed has {value.shape[0]} rows, expected {PRESTO_DW_ROW + 1} "
-                        f"({list(PRESTO_GROUP_ORDER)} + dynamic_world)"
-                    )
-                rows = [PRESTO_GROUP_ORDER.index(g) for g in self.groups] + [PRESTO_DW_ROW]
-                copy("channel_embed.weight", value[rows], name)
-            elif name in own:
-                copy(name, value, name)
-            else:
-                unexpected.append(name)
-        missing = sorted(set(own) - filled)
-        return {"loaded": loaded, "missing": missing, "unexpected": unexpected, "ignored": ignored}
-
-
-def _strip_encoder_prefix(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Return the encoder keys without their ``encoder.`` prefix (unprefixed state dicts: as is)."""
-    if any(k.startswith("encoder.") for k in sd):
-        return {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
-    return {k: v for k, v in sd.items() if not k.startswith("decoder.")}
+        """Copy Presto encoder weights into this model (see :mod:`cropssl.presto_weights`)."""
+        return load_presto_state_dict(self, sd)

@@ -93,7 +93,7 @@ class MaskedDecoder(nn.Module):
             Predicted normalised values ``[B, T, 17]`` (bands outside the dynamic groups are 0).
 
         """
-        from cropssl.encoder import compact_tokens, gather_tokens
+        from cropssl.layers import compact_tokens, gather_tokens
 
         B, N = pad.shape
         T = month.shape[1]

@@ -1,8 +1,8 @@
 """The transformer building blocks of the encoder and the MAE decoder (one of each; torch only).
 
-Fixed sin/cos tables (positions, months), the lat/lon to unit-sphere map, and a pre-norm transformer
+Fixed sin/cos tables (positions, months), the lat/lon to unit-sphere map, a pre-norm transformer
 block in timm's layout (qkv bias, LayerNorm, GELU MLP, stochastic depth) whose attention takes a key
-padding mask and runs PyTorch's fused kernel. The parameter names match timm's and Presto's, so the
+padding mask and runs PyTorch's fused kernel, and token compaction (encode only the kept tokens). The parameter names match timm's and Presto's, so the
 published weights load as they are.
 """
 
@@ -20,8 +20,11 @@ __all__ = [
     "DropPath",
     "Mlp",
     "cartesian",
+    "compact_tokens",
+    "gather_tokens",
     "month_encoding_table",
     "sinusoid_encoding_table",
+    "static_graph",
 ]
 
 
@@ -162,3 +165,42 @@ class Block(nn.Module):
 # ----------------------------------------------------------------------------------------------------------
 # the encoder
 # ----------------------------------------------------------------------------------------------------------
+
+
+def static_graph() -> bool:
+    """True while tracing, scripting, exporting to ONNX or compiling: shapes must not depend on data."""
+    return bool(
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.onnx.is_in_onnx_export()
+        or torch.compiler.is_compiling()
+    )
+
+
+def compact_tokens(drop: Tensor) -> tuple[Tensor, Tensor]:
+    """Indices that gather the kept tokens of every sample to the front, cut to the longest kept run.
+
+    Attention with a key-padding mask gives every kept token the same output whether the dropped tokens
+    are in the sequence or not, so encoding ``tokens.gather(index)`` with ``pad`` gives exactly the kept
+    tokens' outputs of the full sequence at a fraction of the cost (MAE: only the visible tokens; real
+    data: no missing tokens).
+
+    Args:
+        drop: ``[B, N]`` bool, True for tokens to leave out.
+
+    Returns:
+        ``index [B, n]`` (long, positions into ``N``; kept ones first, in their original order) and
+        ``pad [B, n]`` (True where a sample has fewer than ``n`` kept tokens: filler to ignore), with
+        ``n`` the largest number of kept tokens of any sample (at least 1).
+
+    """
+    keep = ~drop
+    order = torch.sort(drop.to(torch.uint8), dim=1, stable=True).indices
+    n = max(int(keep.sum(dim=1).max().item()), 1) if keep.numel() else 1
+    index = order[:, :n]
+    return index, drop.gather(1, index)
+
+
+def gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:
+    """``tokens [B, N, d]`` at ``index [B, n]`` -> ``[B, n, d]``."""
+    return tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))

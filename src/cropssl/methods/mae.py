@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cropssl.encoder import compact_tokens, gather_tokens
 from cropssl.heads import MaskedDecoder
+from cropssl.layers import compact_tokens, gather_tokens
 from cropssl.losses.mim import MaskedMSELoss
 from cropssl.masking import STRATEGIES, MaskGenerator
 from cropssl.methods.base import SSLMethod

@@ -2,8 +2,8 @@
 
 Fixed sin/cos tables (positions, months), the lat/lon to unit-sphere map, a pre-norm transformer
 block in timm's layout (qkv bias, LayerNorm, GELU MLP, stochastic depth) whose attention takes a key
-padding mask and runs PyTorch's fused kernel, and token compaction (encode only the kept tokens). The parameter names match timm's and Presto's, so the
-published weights load as they are.
+padding mask and runs PyTorch's fused kernel, and token compaction (encode only the kept tokens). The
+parameter names match timm's and Presto's, so the published weights load as they are.
 """
 
 from __future__ import annotations

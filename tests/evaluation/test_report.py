@@ -396,7 +396,7 @@ def test_interrupted_evaluation_leaves_a_partial_report_marked_incomplete(tiny_e
 
 
 def test_rare_classes_and_groups_are_reported_up_front():
-    from cropssl.evaluation.markdown import rare_and_groups_markdown
+    from cropssl.evaluation.markdown_deploy import rare_and_groups_markdown
 
     per_class = {"maize": {"f1": 0.8, "support": 50}, "millet": {"f1": 0.25, "support": 4},
                  "rice": {"f1": 0.0, "support": 0}}  # fmt: skip

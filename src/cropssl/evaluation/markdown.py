@@ -10,113 +10,14 @@ from typing import Any
 import numpy as np
 
 from cropssl.evaluation.encoders import map_core_hours
-from cropssl.evaluation.plots import PLOTS, ROBUSTNESS_NAMES
-
-RARE_SHARE = 0.02
-
-
-def rare_and_groups_markdown(doc: Mapping[str, Any], top: int = 6) -> list[str]:
-    """Up front: per-class F1 of the rare classes (under 2 % of train) and per-group macro F1, best models."""
-    res = doc["results"][:top]
-    if not res:
-        return []
-    train = (doc.get("split") or {}).get("class_counts", {}).get("train", {})
-    total = sum(v for k, v in train.items() if k != "(unseen class)") or 1
-    rare = [c for c in doc["labels"]["classes"] if 0 < train.get(c, 0) / total < RARE_SHARE]
-    L: list[str] = []
-    if rare:
-        L += [
-            f"**Rare classes** (under {RARE_SHARE:.0%} of the training fold), F1 of the best models:",
-            "",
-        ]
-        rows = []
-        for r in res:
-            cells = []
-            for c in rare:
-                pc = r["metrics"]["per_class"].get(c, {})
-                cells.append(f"{pc.get('f1', 0):.2f}" if pc.get("support") else "absent")
-            rows.append([r["name"], *cells])
-        L += _table(["model", *[f"{c} ({train.get(c, 0)} train)" for c in rare]], rows)
-        L.append("")
-    for key in doc["protocol"].get("group_keys", []):
-        groups = sorted({g for r in res for g in r["per_group"].get(key, {})})
-        if len(groups) < 2:
-            continue
-        L += [f"**Per {key}** (macro F1 of the best models on each test group):", ""]
-        rows = [
-            [r["name"], *[_fmt((r["per_group"][key].get(g) or {}).get("macro_f1")) for g in groups]]
-            for r in res
-        ]
-        L += _table(["model", *groups], rows)
-        L.append("")
-    return L
-
-
-def robustness_markdown(rob: Mapping[str, Any] | None) -> list[str]:
-    """The robustness table: macro F1 on the clean test fold and its drop under every transform."""
-    if not rob:
-        return []
-    names = [ROBUSTNESS_NAMES.get(t, t.replace("clouds_", "S2 clouds ") + " %") for t in rob["transforms"]]
-    cfg = rob["config"]
-    rates = ", ".join(f"{100 * r:.0f} %" for r in cfg.get("cloud_rates", []))
-    L = ["### Robustness to what the field throws at a model", ""]
-    L.append(
-        "Macro F1 (over the test fold's classes) of every fitted model on the clean test fold and its "
-        "drop when the test pixels lose Sentinel-2 (SAR only), Sentinel-1 or the meteo, get S2 months "
-        f"cloud-masked (winter cloudier) at {rates}, or a shifted S2 radiometry (x {cfg.get('s2_gain')} "
-        f"{cfg.get('s2_offset'):+g}). Nothing is re-fitted. See "
-        f"`{PLOTS['robustness']}`."
-    )
-    L.append("")
-    rows = [
-        [m, f"{r['clean']:.3f}", *[f"{-r[t]['drop']:+.3f}" for t in rob["transforms"]]]
-        for m, r in sorted(rob["results"].items(), key=lambda kv: -kv[1]["clean"])
-    ]
-    L += _table(["model", "clean", *names], rows)
-    L.append("")
-    return L
-
-
-def agreement_markdown(rows: list[dict[str, Any]] | None) -> list[str]:
-    """The map agreement table: every head's map against each reference layer, beside its macro F1."""
-    if not rows:
-        return []
-    L = ["### Map agreement with a reference product", ""]
-    L.append(
-        "Every head mapped each cube; the map is compared pixel by pixel with the reference layer "
-        "(reference codes outside its class list are excluded). Sample macro F1 and map agreement can "
-        "rank heads differently: a head right on the sampled fields can paint the landscape wrongly."
-    )
-    L.append("")
-    by_oa = sorted(rows, key=lambda r: (r["cube"], -r["overall_accuracy"]))
-    f1_rank = {
-        m: i for i, m in enumerate(sorted({r["method"] for r in rows}, key=lambda m: -_f1(rows, m)), 1)
-    }
-    table = [
-        [
-            Path(r["cube"]).name,
-            r["method"],
-            f"{r['overall_accuracy']:.3f}",
-            f"{r['kappa']:.3f}",
-            _fmt(r.get("mean_iou"), 3),
-            _fmt(r.get("macro_f1"), 3),
-            f1_rank[r["method"]],
-            f"{r['n_compared']} / {r['n_excluded']} / {r['n_nodata']}",
-            f"`{r['map']}`",
-        ]
-        for r in by_oa
-    ]
-    L += _table(
-        ["cube", "head", "overall acc.", "kappa", "mean IoU", "sample macro F1", "F1 rank",
-         "px compared / excluded / no-data", "map"],
-        table,
-    )  # fmt: skip
-    L.append("")
-    return L
-
-
-def _f1(rows: list[dict[str, Any]], method: str) -> float:
-    return next((r.get("macro_f1") or 0.0) for r in rows if r["method"] == method)
+from cropssl.evaluation.markdown_deploy import (
+    agreement_markdown,
+    fmt,
+    md_table,
+    rare_and_groups_markdown,
+    robustness_markdown,
+)
+from cropssl.evaluation.plots import PLOTS
 
 
 def write_partial_report(out: Path, results: list[dict[str, Any]], total: int, title: str | None) -> None:
@@ -143,14 +44,6 @@ def write_partial_report(out: Path, results: list[dict[str, Any]], total: int, t
 
 
 # ---------------------------------------------------------------------------------------------- markdown
-def _fmt(v: Any, nd: int = 3) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:.{nd}f}"
-    return str(v)
-
-
 def _si(v: float | None) -> str:
     if v is None:
         return "–"
@@ -171,12 +64,6 @@ def _delta_row(name: str, v: dict[str, Any], with_overlap: bool) -> list[str]:
 def _images(*pictures: tuple[str, str]) -> list[str]:
     """Markdown image lines (each followed by a blank line) for ``(alt text, PLOTS key)`` pairs."""
     return [line for alt, key in pictures for line in (f"![{alt}]({PLOTS[key]})", "")]
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return out
 
 
 def render_markdown(doc: Mapping[str, Any]) -> str:
@@ -280,12 +167,12 @@ def _what(doc: Mapping[str, Any]) -> list[str]:
                 e["embed_dim"],
                 _si(e["parameters"]),
                 _si(c.get("macs_per_pixel")),
-                f"{_fmt(c.get('px_per_s'), 0)} ({c.get('backend', 'torch')})",
+                f"{fmt(c.get('px_per_s'), 0)} ({c.get('backend', 'torch')})",
                 (e.get("fingerprint") or "")[:12],
             ]
         )
     if enc_rows:
-        L += _table(
+        L += md_table(
             [
                 "encoder",
                 "kind",
@@ -338,7 +225,7 @@ def _data(doc: Mapping[str, Any]) -> list[str]:
     L: list[str] = []
     d = doc["data"]
     L += ["## Data", ""]
-    L += _table(
+    L += md_table(
         ["source", "format", "samples", "labelled"],
         [[f"`{x['path']}`", x["format"], x["samples"], x["labelled"]] for x in d["sources"]],
     )
@@ -392,7 +279,7 @@ def _split(doc: Mapping[str, Any]) -> list[str]:
     L.append("")
     folds = ["train", "val", "test"]
     rows = [[c, *[sp["class_counts"][f].get(c, 0) for f in folds]] for c in [*classes, "(unseen class)"]]
-    L += _table(["class", *folds], rows)
+    L += md_table(["class", *folds], rows)
     L.append("")
     return L
 
@@ -417,12 +304,12 @@ def _results(doc: Mapping[str, Any]) -> list[str]:
                 f"{r['ci']['low']:.3f}–{r['ci']['high']:.3f}",
                 f"{r['accuracy']:.3f}",
                 _si(c.get("macs_per_pixel")),
-                _fmt(c.get("px_per_s"), 0),
-                _fmt(r["fit_seconds"], 1),
+                fmt(c.get("px_per_s"), 0),
+                fmt(r["fit_seconds"], 1),
                 mark,
             ]
         )
-    L += _table(
+    L += md_table(
         ["#", "method", "macro F1", f"{conf}% CI", "accuracy", "MACs/px", "px/s", "fit s", "vs best"], rows
     )
     L.append("")
@@ -436,10 +323,10 @@ def _results(doc: Mapping[str, Any]) -> list[str]:
             "1 km² = 10,000 px, Kenya = 5.8e9 px."
         )
         L.append("")
-        L += _table(
+        L += md_table(
             ["encoder", "px/s", "core-s per km²", "core-hours, Kenya"],
             [
-                [n, _fmt(v, 0), _fmt(1e4 / v * threads, 2), _fmt(map_core_hours(5.8e9, v, threads), 0)]
+                [n, fmt(v, 0), fmt(1e4 / v * threads, 2), fmt(map_core_hours(5.8e9, v, threads), 0)]
                 for n, v in costs.items()
                 if v
             ],
@@ -456,13 +343,13 @@ def _results(doc: Mapping[str, Any]) -> list[str]:
         )
         L.append("")
         rows = [_delta_row(n, v, with_overlap=True) for n, v in sig["vs_best"].items()]
-        L += _table(["method", "Δ macro F1 vs best", f"paired {conf}% CI", "CIs overlap", "verdict"], rows)
+        L += md_table(["method", "Δ macro F1 vs best", f"paired {conf}% CI", "CIs overlap", "verdict"], rows)
         L.append("")
         if sig.get("baseline") and sig.get("vs_baseline"):
             rows = [_delta_row(n, v, with_overlap=False) for n, v in sig["vs_baseline"].items()]
             L.append(f"Against the deployed baseline `{sig['baseline']}`:")
             L.append("")
-            L += _table(["method", "Δ macro F1 vs baseline", f"paired {conf}% CI", "verdict"], rows)
+            L += md_table(["method", "Δ macro F1 vs baseline", f"paired {conf}% CI", "verdict"], rows)
             L.append("")
     return L
 
@@ -484,7 +371,7 @@ def _per_class(doc: Mapping[str, Any]) -> list[str]:
         ]
         for r in res
     ]
-    L += _table(["method", *[f"{c} (n={n})" for c, n in zip(classes, support)]], rows)
+    L += md_table(["method", *[f"{c} (n={n})" for c, n in zip(classes, support)]], rows)
     L.append("")
     return L + _images(("per-class F1", "per_class_f1"), ("confusion matrices", "confusion"))
 
@@ -502,12 +389,12 @@ def _per_group(doc: Mapping[str, Any]) -> list[str]:
                 g: next(r["per_group"][key][g]["n"] for r in res if g in r["per_group"][key]) for g in groups
             }
             rows = [
-                [r["name"], *[_fmt((r["per_group"][key].get(g) or {}).get("macro_f1")) for g in groups]]
+                [r["name"], *[fmt((r["per_group"][key].get(g) or {}).get("macro_f1")) for g in groups]]
                 for r in res
             ]
             L.append(f"Macro F1 per `{key}`:")
             L.append("")
-            L += _table(["method", *[f"{g} (n={ns[g]})" for g in groups]], rows)
+            L += md_table(["method", *[f"{g} (n={ns[g]})" for g in groups]], rows)
             L.append("")
     return L
 
@@ -535,13 +422,13 @@ def _finetune_runs(doc: Mapping[str, Any]) -> list[str]:
                 r["finetune"]["n_val"],
                 r["finetune"]["epochs_run"],
                 r["finetune"]["best_epoch"],
-                _fmt(r["finetune"]["best_val_macro_f1"]),
+                fmt(r["finetune"]["best_val_macro_f1"]),
                 "yes" if r["finetune"]["stopped_early"] else "no",
-                _fmt(r["finetune"]["seconds"], 1),
+                fmt(r["finetune"]["seconds"], 1),
             ]
             for r in fts
         ]
-        L += _table(
+        L += md_table(
             [
                 "method",
                 "train",

@@ -12,8 +12,12 @@ __all__ = ["__version__", "export_encoder", "load_encoder"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("load_encoder", "export_encoder"):
-        from cropssl import export
+    if name == "load_encoder":
+        from cropssl.export_dir import load_encoder
 
-        return getattr(export, name)
+        return load_encoder
+    if name == "export_encoder":
+        from cropssl.export import export_encoder
+
+        return export_encoder
     raise AttributeError(f"module 'cropssl' has no attribute {name!r}")

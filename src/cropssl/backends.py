@@ -152,7 +152,7 @@ def load_backend(path: str | os.PathLike[str], backend: str = "torch", threads: 
             command that adds it).
 
     """
-    from cropssl.export import read_export_config
+    from cropssl.export_dir import read_export_config
 
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose from {list(BACKENDS)}")
@@ -169,7 +169,7 @@ def load_backend(path: str | os.PathLike[str], backend: str = "torch", threads: 
 
 
 def _open(d: Path, backend: str, config: dict[str, Any], threads: int | None) -> Any:
-    from cropssl.export import load_encoder
+    from cropssl.export_dir import load_encoder
 
     if backend == "torch":
         return load_encoder(d)

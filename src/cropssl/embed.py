@@ -123,7 +123,7 @@ def embed_inputs(
         FileNotFoundError: The encoder directory or an input is missing.
 
     """
-    from cropssl.export import load_encoder
+    from cropssl.export_dir import load_encoder
 
     out = Path(out)
     if out.suffix.lower() not in OUT_SUFFIXES:

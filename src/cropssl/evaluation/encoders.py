@@ -219,7 +219,8 @@ def resolve_encoder(
         src, sha = None, None
         info.update(ssl_method="none (random initialisation)", seed=spec.seed)
     elif kind == "export":
-        from cropssl.export import WEIGHTS_FILE, load_encoder
+        from cropssl.artifacts import WEIGHTS_FILE
+        from cropssl.export_dir import load_encoder
 
         encoder = load_encoder(s)
         config = dict(encoder.export_config)  # type: ignore[arg-type]

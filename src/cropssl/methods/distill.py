@@ -28,7 +28,7 @@ def load_teacher(spec: str) -> nn.Module:
 
         teacher = PixelTimeSeriesEncoder.from_presto(presto_path())
     else:
-        from cropssl.export import load_encoder
+        from cropssl.export_dir import load_encoder
 
         teacher = load_encoder(spec)
     teacher.eval()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,6 +45,55 @@ def band_columns(columns: list[str], where: str) -> dict[str, str]:
     return out
 
 
+def _layout(df: pd.DataFrame, where: str) -> tuple[dict[str, str], np.ndarray, Any, np.ndarray, np.ndarray]:
+    """Check the columns; the band columns, each row's sample and time index, the ids and the time axis.
+
+    Raises:
+        InputFormatError: a required or band column is missing, no rows, a bad timestamp, or two rows for
+            one (sample, timestamp).
+
+    """
+    absent = [c for c in REQUIRED if c not in df.columns]
+    if absent:
+        raise InputFormatError(f"{where}long-format parquet needs columns {list(REQUIRED)}; missing {absent}")
+    cols = band_columns(list(df.columns), where)
+    if not cols:
+        raise InputFormatError(f"{where}no band column found; expected some of {sorted(COLUMNS.values())}")
+    if len(df) == 0:
+        raise InputFormatError(f"{where}the file has no rows")
+    sid, ids = pd.factorize(df["sample_id"].astype(str), sort=True)
+    stamps = pd.to_datetime(df["timestamp"], errors="coerce")
+    if stamps.isna().any():
+        raise InputFormatError(f"{where}{int(stamps.isna().sum())} rows have no valid 'timestamp'")
+    times, t = np.unique(stamps.to_numpy("datetime64[ns]"), return_inverse=True)
+    if np.any(pd.DataFrame({"s": sid, "t": t}).duplicated()):
+        raise InputFormatError(f"{where}several rows for the same (sample_id, timestamp); expected one")
+    return cols, sid, ids, times, t
+
+
+def _windows(
+    one: pd.DataFrame, sid: np.ndarray, row_step: np.ndarray, n_steps: int, origin: int, k: int,
+    options: IngestOptions, where: str,
+) -> tuple[np.ndarray, int, str]:  # fmt: skip
+    """Window starts, length and rule: centred on ``valid_time`` (else the observed range's centre)."""
+    n = len(one)
+    first = np.full(n, n_steps, np.int64)
+    np.minimum.at(first, sid, row_step)
+    last = np.zeros(n, np.int64)
+    np.maximum.at(last, sid, row_step)
+    centre = (first + last + 1) // 2
+    has_vt = np.zeros(n, bool)
+    if "valid_time" in one.columns:
+        vt = pd.to_datetime(one["valid_time"], errors="coerce")
+        has_vt = vt.notna().to_numpy()
+        vt_idx = np.where(has_vt, (month_index(vt.fillna(pd.Timestamp("2000-01-01"))) - origin) * k, 0)
+        centre = np.where(has_vt, vt_idx, centre)
+    return choose_windows(
+        options, origin=np.full(n, origin, np.int64), first=first, last=last, centre=centre,
+        has_centre=has_vt, steps_per_month=k, where=where, common_axis=False,
+    )  # fmt: skip
+
+
 def read_long(path: str | Path, options: IngestOptions) -> tuple[PixelSamples, IngestReport]:
     """Read a long parquet file into sample windows.
 
@@ -54,22 +104,8 @@ def read_long(path: str | Path, options: IngestOptions) -> tuple[PixelSamples, I
     """
     where = f"{path}: "
     df = pd.read_parquet(path)
-    absent = [c for c in REQUIRED if c not in df.columns]
-    if absent:
-        raise InputFormatError(f"{where}long-format parquet needs columns {list(REQUIRED)}; missing {absent}")
-    cols = band_columns(list(df.columns), where)
-    if not cols:
-        raise InputFormatError(f"{where}no band column found; expected some of {sorted(COLUMNS.values())}")
-    if len(df) == 0:
-        raise InputFormatError(f"{where}the file has no rows")
-    sid, ids = pd.factorize(df["sample_id"].astype(str), sort=True)
+    cols, sid, ids, times, t = _layout(df, where)
     n = len(ids)
-    stamps = pd.to_datetime(df["timestamp"], errors="coerce")
-    if stamps.isna().any():
-        raise InputFormatError(f"{where}{int(stamps.isna().sum())} rows have no valid 'timestamp'")
-    times, t = np.unique(stamps.to_numpy("datetime64[ns]"), return_inverse=True)
-    if np.any(pd.DataFrame({"s": sid, "t": t}).duplicated()):
-        raise InputFormatError(f"{where}several rows for the same (sample_id, timestamp); expected one")
     non_numeric: dict[str, int] = {}
     values: dict[str, np.ndarray] = {}
     nodata: dict[str, np.ndarray] = {}
@@ -86,31 +122,9 @@ def read_long(path: str | Path, options: IngestOptions) -> tuple[PixelSamples, I
     step = (month_index(times) - series.origin) * k
     if k > 1:
         step = step + np.minimum((pd.DatetimeIndex(times).day.to_numpy() - 1) // 10, 2)
-    row_step = step[t]
-    first = np.full(n, x.shape[1], np.int64)
-    np.minimum.at(first, sid, row_step)
-    last = np.zeros(n, np.int64)
-    np.maximum.at(last, sid, row_step)
     one = df.groupby(sid, sort=True).first()
-    centre = (first + last + 1) // 2
-    has_vt = np.zeros(n, bool)
-    if "valid_time" in one.columns:
-        vt = pd.to_datetime(one["valid_time"], errors="coerce")
-        has_vt = vt.notna().to_numpy()
-        vt_idx = np.where(has_vt, (month_index(vt.fillna(pd.Timestamp("2000-01-01"))) - series.origin) * k, 0)
-        centre = np.where(has_vt, vt_idx, centre)
     origin = np.full(n, series.origin, np.int64)
-    start, length, rule = choose_windows(
-        options,
-        origin=origin,
-        first=first,
-        last=last,
-        centre=centre,
-        has_centre=has_vt,
-        steps_per_month=k,
-        where=where,
-        common_axis=False,
-    )
+    start, length, rule = _windows(one, sid, step[t], x.shape[1], series.origin, k, options, where)
     xw, mw, n_padded = cut_windows(x, mask, start, length)
     month = window_months(origin, start, length, k)
     if "year" in one.columns:

@@ -80,19 +80,7 @@ def read_wide(path: str | Path, options: IngestOptions) -> tuple[PixelSamples, I
     by_band, static = _band_columns(df, where)
     n = len(df)
     length = max(max(ts) for ts in by_band.values()) + 1
-    non_numeric: dict[str, int] = {}
-    values: dict[str, np.ndarray] = {}
-    nodata: dict[str, np.ndarray] = {}
-    for band, ts in by_band.items():
-        grid = np.zeros((n, length))
-        nd = np.ones((n, length), bool)  # absent ts columns are no-data
-        for t, col in ts.items():
-            grid[:, t], nd[:, t] = numeric(df[col], col, where, options.max_non_numeric, non_numeric)
-        values[band], nodata[band] = grid, nd
-    for band, col in static.items():
-        v, text = numeric(df[col], col, where, options.max_non_numeric, non_numeric)
-        values[band] = np.repeat(v[:, None], length, 1)
-        nodata[band] = np.repeat(text[:, None], length, 1)
+    values, nodata, non_numeric = _grids(df, by_band, static, length, options, where)
     units = resolve_units(list(values), {}, options.units, where)
     n_nonfinite = count_nonfinite(values, nodata)
     try:
@@ -101,28 +89,7 @@ def read_wide(path: str | Path, options: IngestOptions) -> tuple[PixelSamples, I
         raise InputFormatError(f"{where}column 'start_date' does not hold dates ({exc})") from exc
     series = Series(values, nodata, origin, 1)
     x, mask, n_bad, unit_notes = to_physical(series, units, where=where, on_invalid=options.on_out_of_range)
-    first = np.zeros(n, np.int64)
-    last = np.full(n, length - 1, np.int64)
-    if "available_timesteps" in df.columns:
-        avail = df["available_timesteps"].fillna(length).to_numpy(np.int64)
-        last = np.clip(avail - 1, 0, length - 1)
-    centre = (first + last + 1) // 2
-    has_vp = np.zeros(n, bool)
-    if "valid_position" in df.columns:
-        vp = pd.to_numeric(df["valid_position"], errors="coerce")
-        has_vp = vp.notna().to_numpy()
-        centre = np.where(has_vp, vp.fillna(0).to_numpy(np.int64), centre)
-    start, steps, rule = choose_windows(
-        options,
-        origin=origin,
-        first=first,
-        last=last,
-        centre=centre,
-        has_centre=has_vp,
-        steps_per_month=1,
-        where=where,
-        common_axis=False,
-    )
+    start, steps, rule = _windows(df, origin, length, options, where)
     xw, mw, n_padded = cut_windows(x, mask, start, steps)
     month = window_months(origin, start, steps, 1)
     if "year" in df.columns:
@@ -167,6 +134,50 @@ def read_wide(path: str | Path, options: IngestOptions) -> tuple[PixelSamples, I
         non_numeric=non_numeric,
         labels=label_report,
     )
+
+
+def _grids(
+    df: pd.DataFrame, by_band: dict[str, dict[int, str]], static: dict[str, str], length: int,
+    options: IngestOptions, where: str,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, int]]:  # fmt: skip
+    """``[n, length]`` values and no-data flags per band (statics repeated), and the non-numeric counts."""
+    n = len(df)
+    non_numeric: dict[str, int] = {}
+    values: dict[str, np.ndarray] = {}
+    nodata: dict[str, np.ndarray] = {}
+    for band, ts in by_band.items():
+        grid = np.zeros((n, length))
+        nd = np.ones((n, length), bool)  # absent ts columns are no-data
+        for t, col in ts.items():
+            grid[:, t], nd[:, t] = numeric(df[col], col, where, options.max_non_numeric, non_numeric)
+        values[band], nodata[band] = grid, nd
+    for band, col in static.items():
+        v, text = numeric(df[col], col, where, options.max_non_numeric, non_numeric)
+        values[band] = np.repeat(v[:, None], length, 1)
+        nodata[band] = np.repeat(text[:, None], length, 1)
+    return values, nodata, non_numeric
+
+
+def _windows(
+    df: pd.DataFrame, origin: np.ndarray, length: int, options: IngestOptions, where: str
+) -> tuple[np.ndarray, int, str]:
+    """Window starts, length and rule: centred on ``valid_position`` within ``available_timesteps``."""
+    n = len(df)
+    first = np.zeros(n, np.int64)
+    last = np.full(n, length - 1, np.int64)
+    if "available_timesteps" in df.columns:
+        avail = df["available_timesteps"].fillna(length).to_numpy(np.int64)
+        last = np.clip(avail - 1, 0, length - 1)
+    centre = (first + last + 1) // 2
+    has_vp = np.zeros(n, bool)
+    if "valid_position" in df.columns:
+        vp = pd.to_numeric(df["valid_position"], errors="coerce")
+        has_vp = vp.notna().to_numpy()
+        centre = np.where(has_vp, vp.fillna(0).to_numpy(np.int64), centre)
+    return choose_windows(
+        options, origin=origin, first=first, last=last, centre=centre, has_centre=has_vp,
+        steps_per_month=1, where=where, common_axis=False,
+    )  # fmt: skip
 
 
 def _band_columns(df: pd.DataFrame, where: str) -> tuple[dict[str, dict[int, str]], dict[str, str]]:

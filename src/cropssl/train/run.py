@@ -191,6 +191,51 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     ckpt_path = resolve_start(cfg, run_dir)
     pl.seed_everything(cfg.seed, workers=True)
+    method, init_report = build_method(cfg, ckpt_path)
+    lineage = lineage_record(cfg, run_dir, init_report)
+    method.checkpoint_extras = {"run_config": OmegaConf.to_container(cfg, resolve=True), "lineage": lineage}
+    datamodule = instantiate(cfg.data)
+    loggers = build_loggers(cfg, run_dir)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told not to show
+        from pytorch_lightning.callbacks import ProgressBar
+
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    no_val = {} if cfg.data.get("val") else {"limit_val_batches": 0}  # no validation shards: no val loop
+    trainer = instantiate(
+        cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir), **no_val
+    )
+    cost = {
+        "train_macs_per_sample": train_step_macs_per_sample(method),
+        "encoder_macs_per_sample": encoder_macs_per_sample(method.encoder),
+    }
+    if trainer.is_global_zero:
+        log.info("run directory: %s", run_dir)
+        _log_size(cfg, method, cost)
+    start = time.time()
+    method.resume_checkpoint = None if ckpt_path is None else Path(ckpt_path).name
+    trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path)
+    every_n = (cfg.callbacks or {}).get("checkpoint", {}).get("every_n_train_steps")
+    save_final_checkpoint(trainer, run_dir, every_n)
+    end_distributed()  # the summary below runs forward passes on rank 0 alone (no collectives)
+    summary: dict[str, Any] = {"run_dir": str(run_dir)}
+    if trainer.is_global_zero and cfg.summary:
+        summary = _summarise(cfg, run_dir, trainer, method, datamodule, time.time() - start, cost)
+    return summary
+
+
+def build_method(cfg: DictConfig, ckpt_path: str | None) -> tuple[Any, dict[str, Any] | None]:
+    """The encoder and method of the config, started from weights when ``start=from_weights``.
+
+    Returns:
+        The method and the report of the weights it started from (None for fresh / resumed runs).
+
+    Raises:
+        ValueError: an L2-SP anchor on a fresh run (it has no starting weights to keep).
+
+    """
+    from hydra.utils import instantiate
+
     encoder = instantiate(cfg.encoder)
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
     assert isinstance(method_cfg, dict)
@@ -211,61 +256,45 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             f"method.anchor={method.anchor_weight} pulls the encoder towards its starting weights: it needs "
             "start=from_weights (a fresh run has no weights worth keeping)"
         )
-    lineage = lineage_record(cfg, run_dir, init_report)
-    method.checkpoint_extras = {"run_config": OmegaConf.to_container(cfg, resolve=True), "lineage": lineage}
-    datamodule = instantiate(cfg.data)
-    loggers = build_loggers(cfg, run_dir)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.callbacks else []
-    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it was told not to show
-        from pytorch_lightning.callbacks import ProgressBar
+    return method, init_report
 
-        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    no_val = {} if cfg.data.get("val") else {"limit_val_batches": 0}  # no validation shards: no val loop
-    trainer = instantiate(
-        cfg.trainer, logger=loggers, callbacks=callbacks, default_root_dir=str(run_dir), **no_val
+
+def _log_size(cfg: DictConfig, method: Any, cost: dict[str, float]) -> None:
+    """Log the parameter counts and MACs of the run (rank 0)."""
+    n_enc = sum(p.numel() for p in method.encoder.parameters())
+    n_train = sum(p.numel() for p in method.parameters() if p.requires_grad)
+    log.info(
+        "%s: %s trainable parameters (encoder %s); encoder %.1f MMACs per pixel at T=12, one "
+        "training step %.1f MMACs per sample (cropssl.profiling, attention included)",
+        cfg.method.get("name"),
+        f"{n_train:,}",
+        f"{n_enc:,}",
+        cost["encoder_macs_per_sample"] / 1e6,
+        cost["train_macs_per_sample"] / 1e6,
     )
-    cost = {
-        "train_macs_per_sample": train_step_macs_per_sample(method),
-        "encoder_macs_per_sample": encoder_macs_per_sample(method.encoder),
+
+
+def _summarise(
+    cfg: DictConfig, run_dir: Path, trainer: Any, method: Any, datamodule: Any, wall: float,
+    cost: dict[str, float],
+) -> dict[str, Any]:  # fmt: skip
+    """Write and print ``summary.json``: throughput of this (possibly resumed) run, cost, skipped shards."""
+    steps = trainer.global_step - (method.resumed_step or 0)
+    samples = steps * int(cfg.data.batch_size) * trainer.world_size
+    extra = {
+        "method": cfg.method.get("name"),
+        "batch_size": int(cfg.data.batch_size),
+        "samples_per_s": round(samples / max(wall, 1e-9), 1),
+        **cost,
     }
-    if trainer.is_global_zero:
-        log.info("run directory: %s", run_dir)
-        n_enc = sum(p.numel() for p in method.encoder.parameters())
-        n_train = sum(p.numel() for p in method.parameters() if p.requires_grad)
-        log.info(
-            "%s: %s trainable parameters (encoder %s); encoder %.1f MMACs per pixel at T=12, one "
-            "training step %.1f MMACs per sample (cropssl.profiling, attention included)",
-            cfg.method.get("name"),
-            f"{n_train:,}",
-            f"{n_enc:,}",
-            cost["encoder_macs_per_sample"] / 1e6,
-            cost["train_macs_per_sample"] / 1e6,
-        )
-    start = time.time()
-    method.resume_checkpoint = None if ckpt_path is None else Path(ckpt_path).name
-    trainer.fit(method, datamodule=datamodule, ckpt_path=ckpt_path)
-    every_n = (cfg.callbacks or {}).get("checkpoint", {}).get("every_n_train_steps")
-    save_final_checkpoint(trainer, run_dir, every_n)
-    end_distributed()  # the summary below runs forward passes on rank 0 alone (no collectives)
-    summary: dict[str, Any] = {"run_dir": str(run_dir)}
-    if trainer.is_global_zero and cfg.summary:
-        wall = time.time() - start
-        steps = trainer.global_step - (method.resumed_step or 0)
-        samples = steps * int(cfg.data.batch_size) * trainer.world_size
-        extra = {
-            "method": cfg.method.get("name"),
-            "batch_size": int(cfg.data.batch_size),
-            "samples_per_s": round(samples / max(wall, 1e-9), 1),
-            **cost,
-        }
-        stream = getattr(datamodule, "train_stream", None)
-        if stream is not None and (stream.preflight_skipped or stream.skipped_shards):
-            extra["skipped_shards"] = [
-                *({"shard": u, "problem": why} for u, why in stream.preflight_skipped),
-                *({"shard": u, "problem": "unreadable"} for u in stream.skipped_shards),
-            ]
-        summary = write_summary(run_dir, wall, extra)
-        print(json.dumps(summary, indent=2))
+    stream = getattr(datamodule, "train_stream", None)
+    if stream is not None and (stream.preflight_skipped or stream.skipped_shards):
+        extra["skipped_shards"] = [
+            *({"shard": u, "problem": why} for u, why in stream.preflight_skipped),
+            *({"shard": u, "problem": "unreadable"} for u in stream.skipped_shards),
+        ]
+    summary = write_summary(run_dir, wall, extra)
+    print(json.dumps(summary, indent=2))
     return summary
 
 

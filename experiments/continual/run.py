@@ -54,6 +54,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "mae_lr1e-4_replay": ("mae", LOW, True),
     # the encoder held still for the first 100 steps while the new decoder learns (cropssl.callbacks.warmup)
     "mae_lr1e-4_warmup": ("mae", (*LOW, "callbacks=continual"), False),
+    # checkpoints hold an EMA of the encoder's weights, started at Presto's (cropssl.callbacks.weight_ema)
+    "mae_lr1e-4_ema": ("mae", (*LOW, "callbacks=ema"), False),
 }
 SPLITS = {
     "fra_geo_h3": (

@@ -29,7 +29,8 @@ from cropssl.evaluation.encoders import (
 from cropssl.evaluation.metrics import bootstrap_macro_f1, classification_metrics, paired_bootstrap_delta
 from cropssl.evaluation.probes import fit_predict, fit_probe
 from cropssl.evaluation.report import evaluate
-from cropssl.evaluation.splits import MissingClassWarning, group_split, load_split
+from cropssl.evaluation.split_files import load_split
+from cropssl.evaluation.splits import MissingClassWarning, group_split
 from cropssl.profiling import encoder_macs_per_sample
 from cropssl.schema import Batch
 from tests.conftest import PRESTO, REAL_FILES, make_samples, require_shared

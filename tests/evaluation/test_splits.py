@@ -6,15 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cropssl.evaluation.split_files import load_split, save_split
 from cropssl.evaluation.splits import (
     MissingClassWarning,
     Split,
     SplitLeakageError,
     check_leakage,
     group_split,
-    load_split,
     random_split,
-    save_split,
     spatial_blocks,
     temporal_split,
 )

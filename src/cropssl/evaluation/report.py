@@ -11,7 +11,7 @@ same train / val / test split, and writes to ``out``:
   metrics, cost (MACs / pixel, CPU pixels / s), label and split reports, plots;
 * ``results.json`` -- everything in the report, machine readable;
 * ``per_class_f1.png``, ``confusion_matrices.png``, ``frontier_macs.png``, ``frontier_px_per_s.png``;
-* ``split.json`` (the split, reloadable with :func:`~cropssl.evaluation.splits.load_split`) and
+* ``split.json`` (the split, reloadable with :func:`~cropssl.evaluation.split_files.load_split`) and
   ``predictions.parquet`` (test predictions of every method);
 * with ``save_heads=True``: ``heads/<encoder>__<strategy>.safetensors`` per (encoder, strategy), the input of
   ``cropssl-predict`` (format: :func:`save_head`).
@@ -60,7 +60,8 @@ from cropssl.evaluation.plots import (
 )
 from cropssl.evaluation.probes import fit_probe
 from cropssl.evaluation.protocol import EvaluationWarning, Protocol
-from cropssl.evaluation.splits import MissingClassWarning, Split, save_split
+from cropssl.evaluation.split_files import save_split
+from cropssl.evaluation.splits import MissingClassWarning, Split
 from cropssl.schema import PixelSamples
 
 log = logging.getLogger("cropssl.evaluate")

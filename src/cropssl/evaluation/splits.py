@@ -13,7 +13,7 @@ The validation fold is carved out of the training part (``val_size`` is a fracti
 at random or, with ``val_grouped=True``, as whole groups. Every builder checks its result
 (:func:`validate_split`): an empty test fold is an error, classes absent from train are warned about,
 and group splits run :func:`check_leakage`, which raises :class:`SplitLeakageError` naming every group
-on both sides. Splits are saved and loaded as JSON or parquet (:func:`save_split`, :func:`load_split`).
+on both sides. Splits are saved and loaded as JSON or parquet (:mod:`cropssl.evaluation.split_files`).
 
 The Hydra configs in ``configs/split/`` build these functions with ``_partial_: true``; the evaluation
 app then calls the partial with the samples (and, for stratification, the encoded labels).
@@ -22,11 +22,8 @@ app then calls the partial with the samples (and, for stratification, the encode
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +31,6 @@ import numpy as np
 from cropssl.schema import PixelSamples
 
 FOLDS: tuple[str, ...] = ("train", "val", "test")
-SPLIT_FORMAT = "cropssl-split"
 KM_PER_DEGREE = 111.32
 #: Group keys computed from the samples rather than read from their meta.
 DERIVED_KEYS: tuple[str, ...] = ("year", "spatial_block")
@@ -463,55 +459,6 @@ def check_leakage(
     return {f: len(v) for f, v in per_fold.items()}
 
 
-# ---------------------------------------------------------------------------------------------- files
-def save_split(split: Split, path: str | os.PathLike[str]) -> Path:
-    """Write a split as JSON (``.json``) or parquet (``.parquet``): sample ids, folds and info."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    header = {"format": SPLIT_FORMAT, "version": 1, "info": split.info, "counts": split.counts()}
-    suffix = p.suffix.lower()
-    if suffix == ".json":
-        doc = {**header, "sample_id": split.sample_id.tolist(), "fold": split.fold.tolist()}
-        p.write_text(json.dumps(doc, indent=1) + "\n")
-    elif suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.table({"sample_id": split.sample_id.tolist(), "fold": split.fold.tolist()})
-        pq.write_table(table.replace_schema_metadata({SPLIT_FORMAT: json.dumps(header)}), p)
-    else:
-        raise ValueError(f"split files are .json or .parquet, got {p}")
-    return p
-
-
-def load_split(path: str | os.PathLike[str]) -> Split:
-    """Read a split written by :func:`save_split` (or any parquet with ``sample_id`` and ``fold`` columns)."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix == ".json":
-        doc = json.loads(p.read_text())
-        if doc.get("format") != SPLIT_FORMAT:
-            raise ValueError(f"{p} is not a {SPLIT_FORMAT} file")
-        return Split(
-            np.asarray(doc["sample_id"], dtype=object), np.asarray(doc["fold"], dtype=object), doc["info"]
-        )
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(p)
-        if not {"sample_id", "fold"} <= set(table.column_names):
-            raise ValueError(f"{p}: needs 'sample_id' and 'fold' columns, has {table.column_names}")
-        meta = table.schema.metadata or {}
-        raw = meta.get(SPLIT_FORMAT.encode())
-        info = json.loads(raw)["info"] if raw else {"kind": "file", "path": str(p)}
-        return Split(
-            np.asarray(table.column("sample_id").to_pylist(), dtype=object),
-            np.asarray(table.column("fold").to_pylist(), dtype=object),
-            info,
-        )
-    raise ValueError(f"split files are .json or .parquet, got {p}")
-
-
 __all__ = [
     "FOLDS",
     "MissingClassWarning",
@@ -520,9 +467,7 @@ __all__ = [
     "check_leakage",
     "group_split",
     "group_values",
-    "load_split",
     "random_split",
-    "save_split",
     "spatial_blocks",
     "temporal_split",
     "validate_split",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 from torch import nn
 
 from cropssl.artifacts import CONFIG_FILE, CONTINUE_FILE, WEIGHTS_FILE, presto_path, sha256_file

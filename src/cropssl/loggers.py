@@ -12,8 +12,8 @@ from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
-from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 
 class ResumableCSVLogger(Logger):

@@ -342,7 +342,7 @@ def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
         KeyError: an explicit ``objective`` the run did not log, listing what it did log.
 
     """
-    from lightning_fabric.utilities.rank_zero import rank_zero_only
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
     if getattr(rank_zero_only, "rank", 0) != 0 or "wall_time_s" not in summary:
         return None

@@ -2,6 +2,10 @@
 # A small student of Presto on the efficiency frontier (issue: CPU reality check, item 3).
 #
 #   bash experiments/distill/run.sh
+#   STEPS=2000 INPUTS=all OUT=experiments/distill/results_all bash experiments/distill/run.sh
+#
+# INPUTS=fra_bel (default): the student sees the French and Belgian pixels only (East Africa stays unseen);
+# INPUTS=all: all three bundled files (East Africa included, unlabelled).
 #
 # 1. method=distill: encoder=small (d=64, depth 2, MLP ratio 2; 8.9 MMACs/px against Presto's 43.5) learns to
 #    reproduce frozen Presto's embeddings on the unlabelled real pixels of the bundled French and Belgian
@@ -13,19 +17,25 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-.venv/bin}
 STEPS=${STEPS:-1000}
-OUT=experiments/distill/results
-SHARDS=experiments/continual/results/data/fra_bel
+OUT=${OUT:-experiments/distill/results}
+INPUTS=${INPUTS:-fra_bel}
 W=../shared/data/worldcereal
+FILES=($W/2022_FRA_LPIS_month.geoparquet $W/2021_BEL_31UFS_month_cube_100x100.nc)
+SHARDS=experiments/continual/results/data/fra_bel
+if [ "$INPUTS" = all ]; then
+  FILES+=($W/2017_east_africa_public_month_wide.parquet)
+  SHARDS=experiments/distill/data/all
+fi
 mkdir -p "$OUT"
-test -f "$SHARDS/manifest.json" || $BIN/cropssl-shard $W/2022_FRA_LPIS_month.geoparquet \
-  $W/2021_BEL_31UFS_month_cube_100x100.nc --out "$SHARDS" --overwrite
+test -f "$SHARDS/manifest.json" || $BIN/cropssl-shard "${FILES[@]}" --out "$SHARDS" --overwrite
 RUN=$OUT/runs/student
 test -f "$RUN/summary.json" || OMP_NUM_THREADS=2 $BIN/cropssl-pretrain method=distill encoder=small \
   "data.train=$SHARDS" "trainer.max_steps=$STEPS" data.batch_size=128 "run_dir=$RUN" name=distill_student \
   trainer.enable_progress_bar=false > "$OUT/pretrain.log" 2>&1
-$BIN/cropssl-export "$RUN/checkpoints/last.ckpt" --out experiments/distill/exports/presto-student-small \
-  --format safetensors --overwrite > "$OUT/export.log" 2>&1
-ENC="encoders=[presto,experiments/distill/exports/presto-student-small]"
+EXPORT=experiments/distill/exports/presto-student-small$([ "$INPUTS" = all ] && echo -all)
+$BIN/cropssl-export "$RUN/checkpoints/last.ckpt" --out "$EXPORT" --format safetensors --overwrite \
+  > "$OUT/export.log" 2>&1
+ENC="encoders=[presto,$EXPORT]"
 COMMON=(strategies=[logreg,knn,catboost] baselines=[catboost_features] threads=2 bootstrap.n_boot=500)
 $BIN/cropssl-evaluate "$ENC" "datasets=[$W/2022_FRA_LPIS_month.geoparquet]" legend=LANDCOVER10 min_count=15 \
   split=geographic split.key=h3_l3_cell "split.test_groups=[831e94fffffffff]" "${COMMON[@]}" \

@@ -58,13 +58,12 @@ def test_resampled_mode_yields_fixed_steps_with_workers(shard_dir):
         PixelStream(shard_dir, resampled=True)
 
 
-def test_nodes_get_disjoint_shards(shard_dir, monkeypatch):
-    import cropssl.data.datamodule as dm
-
+def test_nodes_get_disjoint_shards(shard_dir):
     seen = []
     for rank in range(2):
-        monkeypatch.setattr(dm, "_rank_world", lambda r=rank: (r, 2))
-        seen.append(set(_ids(PixelStream(shard_dir, batch_size=50, shuffle_buffer=0))))
+        stream = PixelStream(shard_dir, batch_size=50, shuffle_buffer=0)
+        stream.set_rank(rank, 2)
+        seen.append(set(_ids(stream)))
     assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == 1000
 
 

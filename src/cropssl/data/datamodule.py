@@ -20,34 +20,28 @@ Shards may be local or remote (``https://``, ``s3://``, ``gs://``, ``pipe:``; se
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from cropssl.data.mix import parse_mix
 from cropssl.data.remote import is_remote
 from cropssl.data.shards import (
     ShardError,
     check_compatible,
     iter_shard,
     preflight,
-    resolve_shards,
     shard_entries,
 )
+from cropssl.losses.dist import rank as dist_rank
+from cropssl.losses.dist import world_size
 from cropssl.schema import Batch, PixelSamples
 
 log = logging.getLogger(__name__)
-
-
-def _rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def round_robin(total: int, caps: Sequence[float]) -> list[int]:
@@ -81,42 +75,12 @@ def round_robin(total: int, caps: Sequence[float]) -> list[int]:
     return out
 
 
-def parse_mix(spec: Any) -> tuple[list[list[str]], list[float]]:
-    """Split a shard spec into sources and weights.
-
-    A spec is a single shard spec (string / list of strings: one source, weight 1) or a list of
-    ``{"shards": spec, "weight": w}`` mappings: a weighted mix, e.g. new data plus a replay fraction of
-    old data. Shards are drawn from source *i* with probability ``w_i / sum(w)``.
-
-    Raises:
-        ValueError: a negative weight, weights summing to 0, or a malformed entry.
-
-    """
-    if isinstance(spec, (str, os.PathLike)) or not isinstance(spec, Sequence):
-        return [resolve_shards(spec)], [1.0]
-    items = list(spec)
-    if not any(isinstance(i, Mapping) for i in items):
-        return [resolve_shards(items)], [1.0]
-    sources, weights = [], []
-    for item in items:
-        if not isinstance(item, Mapping) or "shards" not in item:
-            raise ValueError(f"each entry of a data mix needs 'shards' and 'weight', got {item!r}")
-        w = float(item.get("weight", 1.0))
-        if w < 0:
-            raise ValueError(f"mix weight of {item['shards']} is negative ({w}); weights must be >= 0")
-        sources.append(resolve_shards(item["shards"]))
-        weights.append(w)
-    if sum(weights) <= 0:
-        raise ValueError(f"mix weights {weights} sum to 0; give at least one source a positive weight")
-    return sources, weights
-
-
 class PixelStream(IterableDataset):
     """An iterable of :class:`Batch` read from webdataset shards.
 
     Args:
         shards: Shard spec(s): directories with a manifest, globs, brace patterns, paths or URLs; or a
-            weighted mix ``[{"shards": spec, "weight": w}, ...]`` (see :func:`parse_mix`).
+            weighted mix ``[{"shards": spec, "weight": w}, ...]`` (see :func:`cropssl.data.mix.parse_mix`).
         batch_size: Pixels per batch.
         shuffle_buffer: Samples kept in the shuffle buffer (0 = no sample shuffling).
         shuffle_shards: Shuffle the shard order every epoch (same order on every rank).
@@ -353,7 +317,7 @@ class PixelStream(IterableDataset):
                 yield chunk
 
     def __iter__(self) -> Iterator[Batch]:
-        rank, world = self.rank_world if self.rank_world is not None else _rank_world()
+        rank, world = self.rank_world if self.rank_world is not None else (dist_rank(), world_size())
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         limits: list[float] = [float("inf")] * workers
@@ -395,7 +359,7 @@ class PixelDataModule(pl.LightningDataModule):
     """Lightning data module over pixel-timeseries shards.
 
     Args:
-        train: Shard spec for training, or a weighted mix (see :func:`parse_mix`).
+        train: Shard spec for training, or a weighted mix (see :func:`cropssl.data.mix.parse_mix`).
         val: Optional shard spec for validation (read in order, no shuffling).
         batch_size: Pixels per batch.
         num_workers: DataLoader workers (shards are split between them).

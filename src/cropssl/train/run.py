@@ -51,7 +51,7 @@ def resolve_start(cfg: DictConfig, run_dir: Path) -> str | None:
 def data_manifests(data_cfg: Any) -> list[dict[str, Any]]:
     """The manifests of the shard sources a run reads, with their mix weights (for lineage)."""
     from cropssl.artifacts import sha256_file
-    from cropssl.data.datamodule import parse_mix
+    from cropssl.data.mix import parse_mix
 
     train = (
         OmegaConf.to_container(data_cfg.train, resolve=True)

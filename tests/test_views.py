@@ -338,6 +338,9 @@ def test_view_generator_bad_input(batch: Batch) -> None:
     vg(batch)  # T=12 is fine
     with pytest.raises(ValueError, match="too short for the requested temporal window min_len=8"):
         V.ViewGenerator(V.RandomTemporalWindow(8))(short)
+    # a window that is never applied (the default config's p=0) does not need the length
+    off = V.ViewGenerator(V.RandomTemporalWindow(8, p=0.0))(short)
+    assert all(torch.equal(v.x, short.x) and torch.equal(v.month, short.month) for v in off)
     with pytest.raises(ValueError, match="need a local_transform"):
         V.ViewGenerator(None, n_local=2)
     with pytest.raises(ValueError, match="shorter temporal windows"):

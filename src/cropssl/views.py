@@ -197,6 +197,8 @@ class RandomTemporalWindow(Transform):
 
     def __call__(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
         """Crop every sample to its window (see the class docstring)."""
+        if self.p == 0:  # never applied: no length requirement, no random draws
+            return batch
         B, T = batch.x.shape[:2]
         dev = batch.x.device
         lo, hi = self.lengths(T)
@@ -483,12 +485,12 @@ class ViewGenerator:
         """Check that sequences of ``T`` steps can make the configured views.
 
         Raises:
-            ValueError: If T is below a global window's ``min_len``, or local views are requested and
-                ``T <= local_len`` (they would not be shorter than the global ones).
+            ValueError: If T is below the ``min_len`` of a window that can be applied, or local views are
+                requested and ``T <= local_len`` (they would not be shorter than the global ones).
 
         """
         for w in _windows(self.global_transform) + _windows(self.local_transform):
-            if w.min_len > T:
+            if w.p > 0 and w.min_len > T:  # a window that is never applied needs no length
                 raise ValueError(
                     f"sequences have T={T} timesteps, too short for the requested temporal window "
                     f"min_len={w.min_len}; lower min_len or use longer sequences"

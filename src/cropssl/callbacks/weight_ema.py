@@ -19,13 +19,16 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from timm.utils.model_ema import ModelEmaV3
 from torch import Tensor
 
 ENCODER_PREFIX = "encoder."
 
 
 class EncoderEMA(pl.Callback):
-    """Keep an EMA of ``pl_module.encoder``'s floating-point state and save it as the encoder.
+    """Keep an EMA of ``pl_module.encoder`` and save it as the encoder.
+
+    The average is timm's ``ModelEmaV3``, as for the EMA teachers (:mod:`cropssl.methods.teacher`).
 
     Args:
         decay: Weight of the running average per optimiser step, in [0, 1) (0 = no averaging).
@@ -36,7 +39,7 @@ class EncoderEMA(pl.Callback):
         if not 0.0 <= float(decay) < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         self.decay = float(decay)
-        self.shadow: dict[str, Tensor] | None = None
+        self.ema: ModelEmaV3 | None = None
         self.step = 0
         self._module: pl.LightningModule | None = None
         self._trainer: pl.Trainer | None = None
@@ -46,32 +49,24 @@ class EncoderEMA(pl.Callback):
         """Remember the module whose encoder is averaged."""
         self._trainer, self._module = trainer, pl_module
 
-    def _state(self) -> dict[str, Tensor]:
-        assert self._module is not None
-        enc: torch.nn.Module = self._module.encoder  # type: ignore[assignment]
-        return {k: v for k, v in enc.state_dict().items() if v.is_floating_point()}
-
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Start the average (fresh run) or put the trained weights back (resumed: the encoder is the EMA)."""
-        state = self._state()
+        encoder: torch.nn.Module = pl_module.encoder  # type: ignore[assignment]
+        if self._raw is None and self.ema is not None:
+            return
+        self.ema = ModelEmaV3(encoder, decay=self.decay).requires_grad_(False)
         if self._raw is not None:
-            self.shadow = {k: v.detach().clone() for k, v in state.items()}
-            with torch.no_grad():
-                for k, v in state.items():
-                    v.copy_(self._raw[k])
+            encoder.load_state_dict(self._raw)
             self._raw = None
-        elif self.shadow is None:
-            self.shadow = {k: v.detach().clone() for k, v in state.items()}
+        else:
             self.step = int(trainer.global_step)
 
     def _update(self) -> None:
         """Fold the current weights in once per optimiser step (idempotent within a step)."""
-        assert self._trainer is not None
-        if self.shadow is None or self._trainer.global_step <= self.step:
+        assert self._trainer is not None and self._module is not None
+        if self.ema is None or self._trainer.global_step <= self.step:
             return
-        with torch.no_grad():
-            for k, v in self._state().items():
-                self.shadow[k].lerp_(v.detach(), 1.0 - self.decay)
+        self.ema.update(self._module.encoder)
         self.step = int(self._trainer.global_step)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
@@ -80,10 +75,11 @@ class EncoderEMA(pl.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         """The trained (not averaged) encoder weights and the step the average has reached."""
-        if self.shadow is None:
+        if self.ema is None:
             return {"decay": self.decay, "step": self.step, "raw": None}
         self._update()  # a checkpoint written before this callback's batch-end hook still gets this step
-        raw = {k: v.detach().clone() for k, v in self._state().items()}
+        assert self._module is not None
+        raw = {k: v.detach().clone() for k, v in self._module.encoder.state_dict().items()}
         return {"decay": self.decay, "step": self.step, "raw": raw}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -95,9 +91,9 @@ class EncoderEMA(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         """Write the averaged weights as the checkpoint's encoder."""
-        if self.shadow is None:
+        if self.ema is None:
             return
         sd = checkpoint["state_dict"]
-        for k, v in self.shadow.items():
+        for k, v in self.ema.module.state_dict().items():
             sd[ENCODER_PREFIX + k] = v.detach().clone()
         checkpoint["encoder_ema"] = {"decay": self.decay, "step": self.step}

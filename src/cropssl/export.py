@@ -43,6 +43,7 @@ from cropssl.artifacts import (
     TORCHSCRIPT_FILE,
     WEIGHTS_FILE,
     jsonable,
+    presto_path,
     sha256_file,
 )
 from cropssl.encoder import PixelTimeSeriesEncoder
@@ -156,15 +157,15 @@ def _presto_checkpoint(path: Path) -> dict[str, Any]:
     }
 
 
-def _read_checkpoint(ckpt_path: Path) -> dict[str, Any]:
+def _read_checkpoint(ckpt_path: Path) -> tuple[dict[str, Any], Path]:
+    """The checkpoint (or Presto's weights as one) and its resolved path."""
     if str(ckpt_path) == "presto" or ckpt_path.name == "default_model.pt":
-        from cropssl.evaluation.encoders import presto_path
-
-        return _presto_checkpoint(presto_path(None if str(ckpt_path) == "presto" else ckpt_path))
+        path = presto_path(None if str(ckpt_path) == "presto" else ckpt_path)
+        return _presto_checkpoint(path), path
     from cropssl.checkpointing import CheckpointError, read_encoder_checkpoint
 
     try:
-        return read_encoder_checkpoint(ckpt_path)[0]
+        return read_encoder_checkpoint(ckpt_path)[0], ckpt_path
     except CheckpointError as exc:
         raise ExportError(str(exc)) from exc
 
@@ -219,12 +220,9 @@ def export_encoder(
         raise ValueError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}")
     if onnx_opset < 17:
         raise ValueError(f"onnx_opset must be >= 17, got {onnx_opset}")
-    ckpt = _read_checkpoint(ckpt_path)
+    ckpt, ckpt_path = _read_checkpoint(ckpt_path)
     presto = ckpt["cropssl"]["method"] == PRESTO_METHOD
     if presto:  # the published weights: no training state to continue (use start.source=presto)
-        from cropssl.evaluation.encoders import presto_path
-
-        ckpt_path = presto_path(None if str(ckpt_path) == "presto" else ckpt_path)
         continue_bundle = False
     if out.exists() and not overwrite:  # before the checkpoint's encoder is built
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")

@@ -23,8 +23,8 @@ from cropssl.views import ViewGenerator
 def load_teacher(spec: str) -> nn.Module:
     """The frozen teacher encoder: ``presto`` (published weights) or an export directory."""
     if spec == "presto":
+        from cropssl.artifacts import presto_path
         from cropssl.encoder import PixelTimeSeriesEncoder
-        from cropssl.evaluation.encoders import presto_path
 
         teacher = PixelTimeSeriesEncoder.from_presto(presto_path())
     else:

@@ -163,10 +163,8 @@ class Block(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# the encoder
+# token compaction (encode only the kept tokens)
 # ----------------------------------------------------------------------------------------------------------
-
-
 def static_graph() -> bool:
     """True while tracing, scripting, exporting to ONNX or compiling: shapes must not depend on data."""
     return bool(

@@ -111,11 +111,82 @@ def test_embed_cli_backends_agree(presto_export, tmp_path):
     require_shared(REAL_FILES["wide"])
     import pandas as pd
 
-    for backend in ("torch", "onnx-int8"):
+    from cropssl.backend_int8 import int8_unavailable
+
+    int8 = ("torch-int8",) if int8_unavailable() is None else ()
+    for backend in ("torch", "onnx-int8", *int8):
         out = tmp_path / f"{backend}.parquet"
         args = ["--encoder", str(presto_export), str(REAL_FILES["wide"]), "--out", str(out), "--quiet"]
         assert embed_main([*args, "--backend", backend]) == 0
     a = pd.read_parquet(tmp_path / "torch.parquet")
-    b = pd.read_parquet(tmp_path / "onnx-int8.parquet")
     cols = [f"emb_{j}" for j in range(128)]
-    assert cosine_agreement(a[cols].to_numpy(), b[cols].to_numpy()) >= 0.995
+    for backend in ("onnx-int8", *int8):
+        b = pd.read_parquet(tmp_path / f"{backend}.parquet")
+        assert cosine_agreement(a[cols].to_numpy(), b[cols].to_numpy()) >= 0.995, backend
+
+
+# ---------------------------------------------------------------------------------------------- torch-int8
+@pytest.fixture(scope="module")
+def int8_encoder(presto_export):
+    from cropssl.backend_int8 import int8_unavailable
+
+    why = int8_unavailable()
+    if why is not None:
+        pytest.skip(f"backend torch-int8: {why}")
+    return cropssl.load_encoder(presto_export, backend="torch-int8")
+
+
+def test_torch_int8_reproduces_the_official_embeddings_and_calibrates_once(int8_encoder, presto_export):
+    batch, expected = _reference_batch()
+    fp32 = cropssl.load_encoder(presto_export)
+    with torch.inference_mode():
+        out = int8_encoder(batch).numpy()
+        # calibrated on its first call (the 48 reference pixels), then reused for any other batch
+        assert int8_encoder.calibrated_on == len(batch) and int8_encoder.backend == "torch-int8"
+        part = batch.select(slice(5, 22))  # 17 pixels: a partial chunk, other sequence lengths
+        part_out = int8_encoder(part).numpy()
+        assert int8_encoder.calibrated_on == len(batch)
+        part_fp32 = fp32(part).numpy()
+        # quantising and compiling its copy of the blocks left the fp32 encoder it checks against untouched
+        np.testing.assert_allclose(int8_encoder.fp32(batch).numpy(), expected, atol=1e-4)
+    assert out.shape == expected.shape and part_out.shape == (17, 128)
+    assert cosine_agreement(out, expected) >= 0.995
+    assert cosine_agreement(part_out, part_fp32) >= 0.995
+    assert int8_encoder.fallbacks == 0
+    # int8 is not fp32: the check below is not vacuous
+    assert np.abs(out - expected).max() > 1e-4
+
+
+def test_torch_int8_falls_back_to_fp32_when_the_checked_pixels_disagree(int8_encoder, presto_export):
+    batch, _ = _reference_batch()
+    fp32 = cropssl.load_encoder(presto_export)
+    with torch.inference_mode():
+        int8_encoder(batch)  # calibrated (module fixture: maybe already)
+        strict = int8_encoder.min_cosine
+        int8_encoder.min_cosine = 0.999999  # int8 reaches ~0.9998: every checked batch now disagrees
+        try:
+            with pytest.warns(UserWarning, match=r"int8 embeddings reached cosine 0\.99.* embedded in fp32"):
+                out = int8_encoder(batch)
+            again = int8_encoder(batch)  # warned once, counted every time
+        finally:
+            int8_encoder.min_cosine = strict
+        np.testing.assert_array_equal(out.numpy(), fp32(batch).numpy())
+        np.testing.assert_array_equal(again.numpy(), fp32(batch).numpy())
+    assert int8_encoder.fallbacks == 2
+
+
+def test_torch_int8_unavailable_names_what_is_missing(presto_export, monkeypatch):
+    import sys
+
+    from cropssl.backend_int8 import int8_unavailable
+
+    with monkeypatch.context() as m:
+        m.setenv("PATH", "")
+        assert int8_unavailable() in (
+            "no C++ compiler found (torch.compile needs g++ to build the int8 graph)",
+            "torchao is not installed (pip install torchao)",
+        )
+    monkeypatch.setitem(sys.modules, "torchao", None)  # as if torchao were not installed
+    assert int8_unavailable() == "torchao is not installed (pip install torchao)"
+    with pytest.raises(BackendError, match=r"torch-int8 unavailable: torchao is not installed"):
+        cropssl.load_encoder(presto_export, backend="torch-int8")

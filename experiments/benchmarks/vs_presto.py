@@ -111,6 +111,9 @@ def interleaved(contenders: dict[str, Callable[[], None]], rounds: int, steps: i
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
+            # idle worker threads of the previous contender (OpenMP, ONNX Runtime) busy-wait a while after
+            # their last task: let them go to sleep so they do not take the cores from this one
+            time.sleep(0.3)
             t0 = time.perf_counter()
             for _ in range(steps):
                 fn()
@@ -177,6 +180,7 @@ def reference_batch(n: int) -> tuple[object, torch.Tensor]:
 
 def bench_inference(batch_size: int, rounds: int, export_dir: Path | None) -> dict[str, str]:
     """Embedding px/s of the official encoder and every cropssl backend, dense and with real masks."""
+    from cropssl.backend_int8 import int8_unavailable
     from cropssl.backends import cosine_agreement
     from cropssl.export import export_encoder, load_encoder
 
@@ -220,6 +224,11 @@ def bench_inference(batch_size: int, rounds: int, export_dir: Path | None) -> di
                 contenders["official Presto encoder, 32-px chunks"] = run_official_chunked
         for name, enc in backends.items():
             contenders[f"cropssl {name}"] = lambda b=batch, e=enc: e(b)
+        if int8_unavailable() is None:  # calibrated on the first pixels it embeds: one per kind of input
+            int8 = load_encoder(export_dir, backend="torch-int8")
+            contenders["cropssl torch-int8"] = lambda b=batch, e=int8: e(b)
+        else:
+            print(f"note: backend torch-int8 skipped: {int8_unavailable()}")
         outs = {}
         with torch.inference_mode():
             for name, fn in contenders.items():
@@ -236,6 +245,8 @@ def bench_inference(batch_size: int, rounds: int, export_dir: Path | None) -> di
             if not name.startswith("official Presto encoder"):
                 line += f", min cosine to official {cosine_agreement(outs[name].numpy(), ref.numpy()):.5f}"
             rows[f"embed ({label}): {name}"] = line
+        if "cropssl torch-int8" in contenders:
+            rows[f"embed ({label}): cropssl torch-int8"] += f", {int8.fallbacks} calls fell back to fp32"
         if label == "real masks":
             cos = cosine_agreement(outs["cropssl torch"].numpy(), real_ref.numpy())
             rows["embed (real masks): cropssl torch vs reference_embeddings.npz"] = f"min cosine {cos:.6f}"

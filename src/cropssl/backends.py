@@ -1,18 +1,22 @@
-"""Inference backends of an exported encoder: eager PyTorch, ONNX Runtime (fp32) and ONNX Runtime int8.
+"""Inference backends of an exported encoder: eager PyTorch (fp32 or int8) and ONNX Runtime (fp32, int8).
 
 :func:`load_backend` gives an object that embeds a :class:`~cropssl.schema.Batch` like the eager encoder
 (``backend(batch) -> [B, d]`` tensor), whatever runs underneath:
 
 * ``torch``: the eager :class:`~cropssl.encoder.PixelTimeSeriesEncoder` (drops missing tokens per batch);
+* ``torch-int8``: the eager encoder with its transformer blocks quantised to int8 and compiled
+  (:mod:`cropssl.backend_int8`; built from the fp32 weights when loaded, calibrated on the first pixels
+  it embeds, every call checked against fp32 on a few pixels; needs torchao and a C++ compiler);
 * ``onnx``: ``encoder.onnx`` in ONNX Runtime (fp32; verified against eager at export, 1e-4);
 * ``onnx-int8``: ``encoder.int8.onnx``, weights and activations of the linear layers in int8 (ONNX
   Runtime's dynamic quantisation, ``cropssl-export --format onnx-int8``; its agreement with fp32 is
   measured at export and written in the model card);
-* ``auto``: the fastest of those the export directory holds and this machine can run, timed here on a
-  dense 64-pixel batch when loading (int8 only if it passed its agreement check at export); it prints
-  the measured px/s and why a backend was left out.
+* ``auto``: the fastest of the files the export directory holds (torch, onnx, onnx-int8; not
+  torch-int8, whose compile and calibration take seconds and need the data) that this machine can run,
+  timed here on a dense 64-pixel batch when loading (int8 only if it passed its agreement check at
+  export); it prints the measured px/s and why a backend was left out.
 
-Only torch, safetensors and (for ONNX) onnxruntime are needed.
+Only torch, safetensors and (for ONNX) onnxruntime, (for torch-int8) torchao are needed.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch
 from cropssl.artifacts import INT8_FILE, ONNX_FILE
 from cropssl.schema import DW_MISSING, Batch
 
-BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+BACKENDS = ("auto", "torch", "torch-int8", "onnx", "onnx-int8")
 INPUT_NAMES = ("x", "mask", "month", "latlon", "dynamic_world")
 #: Smallest cosine similarity to the fp32 encoder an int8 model must reach at export to be used by auto.
 INT8_MIN_COSINE = 0.995
@@ -65,6 +69,8 @@ class OnnxEncoder:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no busy-waiting of idle threads after a run: it would take the cores from the caller's next work
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         enc = dict(config.get("encoder_config") or config["encoder"])
         self.embed_dim = int(enc["d"])
@@ -120,6 +126,10 @@ def _available(d: Path, backend: str, config: dict[str, Any]) -> str | None:
     """Why ``backend`` cannot be used from ``d`` (None if it can)."""
     if backend == "torch":
         return None
+    if backend == "torch-int8":
+        from cropssl.backend_int8 import int8_unavailable
+
+        return int8_unavailable()
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -140,7 +150,7 @@ def load_backend(path: str | os.PathLike[str], backend: str = "torch", threads: 
 
     Args:
         path: Export directory (``cropssl-export``).
-        backend: ``auto``, ``torch``, ``onnx`` or ``onnx-int8``.
+        backend: ``auto``, ``torch``, ``torch-int8``, ``onnx`` or ``onnx-int8``.
         threads: ONNX Runtime intra-op threads (default torch's).
 
     Returns:
@@ -173,6 +183,10 @@ def _open(d: Path, backend: str, config: dict[str, Any], threads: int | None) ->
 
     if backend == "torch":
         return load_encoder(d)
+    if backend == "torch-int8":
+        from cropssl.backend_int8 import TorchInt8Encoder
+
+        return TorchInt8Encoder(load_encoder(d), config)
     return OnnxEncoder(d / (ONNX_FILE if backend == "onnx" else INT8_FILE), config, threads)
 
 
@@ -224,7 +238,8 @@ def add_backend_argument(parser: Any, what: str = "the export directory") -> Non
         "--backend",
         choices=list(BACKENDS),
         default="torch",
-        help=f"inference backend of {what}: torch (eager, default), onnx, onnx-int8, auto (fastest exported)",
+        help=f"inference backend of {what}: torch (eager, default), torch-int8 (int8 blocks, compiled; "
+        "calibrated on the first pixels), onnx, onnx-int8, auto (fastest exported file)",
     )
 
 

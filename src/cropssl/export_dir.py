@@ -89,13 +89,14 @@ def load_encoder(
     """Load an exported encoder (``model.safetensors`` + ``config.json``) in eval mode.
 
     Only torch, safetensors and :mod:`cropssl.encoder` are needed (no Lightning, Hydra or timm); the ONNX
-    backends need onnxruntime.
+    backends need onnxruntime, ``torch-int8`` torchao.
 
     Args:
         path: The export directory written by :func:`export_encoder` / ``cropssl-export``.
         map_location: Device to load the weights on (eager backend).
-        backend: ``torch`` (eager, default), ``onnx``, ``onnx-int8`` or ``auto`` (the fastest one the
-            directory holds, see :mod:`cropssl.backends`); every backend is called as ``encoder(batch)``.
+        backend: ``torch`` (eager, default), ``torch-int8``, ``onnx``, ``onnx-int8`` or ``auto`` (the
+            fastest one the directory holds, see :mod:`cropssl.backends`); every backend is called as
+            ``encoder(batch)``.
 
     Returns:
         The encoder in eval mode; its export configuration is attached as ``encoder.export_config``.

@@ -434,3 +434,26 @@ def test_efficiency_backend_times_export_dirs_with_onnx(tmp_path):
     assert costs["tiny-onnx"]["backend"] == "onnx" and costs["tiny-onnx"]["px_per_s"] > 0
     assert costs["rand"]["backend"] == "torch"
     assert "(onnx)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_efficiency_embed_has_the_probes_read_the_int8_backend(tiny_export, tmp_path):
+    """efficiency.embed=true: the frozen probes of an export dir read torch-int8 embeddings (timed too);
+    their macro F1 stays near the fp32 probes' on the same split, and the report says which one it is."""
+    from cropssl.backend_int8 import int8_unavailable
+
+    if int8_unavailable() is not None:
+        pytest.skip(f"backend torch-int8: {int8_unavailable()}")
+    fast = {**FAST, "strategies": ["logreg"], "baselines": [], "robustness": {"enabled": False}}
+    docs = {}
+    for embed in (False, True):
+        docs[embed] = evaluate(
+            [str(tiny_export)], [EA], tmp_path / f"out_{embed}", legend="CROPTYPE24", min_count=5,
+            **{**fast, "efficiency": {"repeats": 1, "batch_size": 32, "backend": "torch-int8", "embed": embed}},
+        )  # fmt: skip
+    cost = {k: d["encoders"][0]["cost"] for k, d in docs.items()}
+    assert cost[False]["backend"] == cost[True]["backend"] == "torch-int8"
+    assert cost[False]["embedded_by"] == "torch" and cost[True]["embedded_by"] == "torch-int8"
+    f1 = {k: d["results"][0]["metrics"]["macro_f1"] for k, d in docs.items()}
+    assert abs(f1[True] - f1[False]) <= 0.03, f1
+    assert "the probes read its embeddings" in (tmp_path / "out_True" / "report.md").read_text()
+    assert "the probes read its embeddings" not in (tmp_path / "out_False" / "report.md").read_text()

@@ -47,6 +47,7 @@ class EfficiencyConfig:
     batch_size: int = 256
     repeats: int = 3
     backend: str = "torch"
+    embed: bool = False
 
 
 @dataclass

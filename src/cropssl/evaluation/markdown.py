@@ -167,7 +167,8 @@ def _what(doc: Mapping[str, Any]) -> list[str]:
                 e["embed_dim"],
                 _si(e["parameters"]),
                 _si(c.get("macs_per_pixel")),
-                f"{fmt(c.get('px_per_s'), 0)} ({c.get('backend', 'torch')})",
+                f"{fmt(c.get('px_per_s'), 0)} ({c.get('backend', 'torch')}"
+                + ("; the probes read its embeddings)" if c.get("embedded_by", "torch") != "torch" else ")"),
                 (e.get("fingerprint") or "")[:12],
             ]
         )
@@ -315,11 +316,13 @@ def _results(doc: Mapping[str, Any]) -> list[str]:
     L.append("")
     threads = doc["environment"].get("torch_threads", 1)
     costs = {e["name"]: (e.get("cost") or {}).get("px_per_s") for e in doc["encoders"]}
+    backends = sorted({(e.get("cost") or {}).get("backend", "torch") for e in doc["encoders"]} - {"torch"})
     if any(costs.values()):
         L += ["### Cost of a map", ""]
+        how = "eager PyTorch" if not backends else f"backend {', '.join(backends)} for export directories"
         L.append(
             f"CPU core-hours to embed every 10 m pixel of an area at the measured speed ({threads} "
-            "thread(s), eager PyTorch; `experiments/benchmarks/vs_presto.py` measures the other backends): "
+            f"thread(s), {how}; `experiments/benchmarks/vs_presto.py` measures the other backends): "
             "1 km² = 10,000 px, Kenya = 5.8e9 px."
         )
         L.append("")

@@ -217,11 +217,15 @@ class Protocol:
         """Every strategy on one encoder: probes on its frozen embeddings, fine-tuning."""
         s, y, tr, te = self.prep.samples, self.prep.y, self.tr, self.te
         t0 = time.perf_counter()
-        cost = self._cost(le.encoder, runner)
-        le.info["cost"] = cost
         emb = None
+        # efficiency.embed: the probes read the backend's embeddings (a backend calibrated on its first
+        # pixels sees the data before the timing's synthetic batch)
+        embedder = runner if runner is not None and self.efficiency.get("embed") else le.encoder
         if any(st != "finetune" for st in strategies):
-            emb = embed_samples(le.encoder, s, progress=self.progress, desc=f"embedding ({le.name})")
+            emb = embed_samples(embedder, s, progress=self.progress, desc=f"embedding ({le.name})")
+        cost = self._cost(le.encoder, runner)
+        cost["embedded_by"] = str(getattr(embedder, "backend", "torch"))
+        le.info["cost"] = cost
         self.timings[f"embed_{le.name}_s"] = time.perf_counter() - t0
         enc_desc = le.describe()
         for st in strategies:

@@ -34,4 +34,5 @@ for backend in torch torch-int8; do
   run fra_geo_h3 $backend $FRA split=geographic split.key=h3_l3_cell "split.test_groups=[831e94fffffffff]" &
   wait
 done
+find "$OUT" -name "*.png" -delete  # the plots of 8 small reports: not needed for the table
 $BIN/python experiments/benchmarks/int8_accuracy_table.py "$OUT"

@@ -305,3 +305,24 @@ def test_evaluate_maps_cubes_and_reports_agreement(run, small_cube, tmp_path):
         assert r["overall_accuracy"] == pytest.approx(accuracy_score(truth[keep], pred[keep]))
     report = (tmp_path / "ev" / "report.md").read_text()
     assert "Map agreement with a reference product" in report and "bel_small.nc" in report
+
+
+def test_int8_backend_maps_almost_like_eager_and_keeps_no_data(run, small_cube, tmp_path):
+    """--backend torch-int8 (calibrated on the cube's first pixels): the same no-data, nearly the same map."""
+    from cropssl.backend_int8 import int8_unavailable
+
+    if int8_unavailable() is not None:
+        pytest.skip(f"backend torch-int8: {int8_unavailable()}")
+    args = ("--encoder", str(run["encoder"]))
+    assert _predict(run, "tiny-enc + logreg", small_cube, tmp_path / "a.nc", *args) == 0
+    assert (
+        _predict(run, "tiny-enc + logreg", small_cube, tmp_path / "b.nc", *args, "--backend", "torch-int8")
+        == 0
+    )
+    with xr.open_dataset(tmp_path / "a.nc", engine="h5netcdf") as a, xr.open_dataset(tmp_path / "b.nc") as b:
+        ca, cb = a["class"].values, b["class"].values
+        np.testing.assert_array_equal(ca == -1, cb == -1)  # no-data stays no-data, nothing invented
+        valid = ca != -1
+        assert valid.any() and (ca[valid] == cb[valid]).mean() >= 0.95
+        assert np.nanmax(np.abs(a["probability"].values - b["probability"].values)) < 0.2
+        assert "backend torch-int8" in b.attrs["encoder"]

@@ -446,9 +446,10 @@ def test_efficiency_embed_has_the_probes_read_the_int8_backend(tiny_export, tmp_
     fast = {**FAST, "strategies": ["logreg"], "baselines": [], "robustness": {"enabled": False}}
     docs = {}
     for embed in (False, True):
+        eff = {"repeats": 1, "batch_size": 32, "backend": "torch-int8", "embed": embed}
         docs[embed] = evaluate(
             [str(tiny_export)], [EA], tmp_path / f"out_{embed}", legend="CROPTYPE24", min_count=5,
-            **{**fast, "efficiency": {"repeats": 1, "batch_size": 32, "backend": "torch-int8", "embed": embed}},
+            **{**fast, "efficiency": eff},
         )  # fmt: skip
     cost = {k: d["encoders"][0]["cost"] for k, d in docs.items()}
     assert cost[False]["backend"] == cost[True]["backend"] == "torch-int8"

@@ -107,7 +107,7 @@ def test_backend_limits_timesteps_and_warns_about_threads(presto_export):
         load_backend(presto_export, "onnx", threads=(os.cpu_count() or 1) + 1)
 
 
-def test_embed_cli_backends_agree(presto_export, tmp_path):
+def test_embed_cli_backends_agree(presto_export, tmp_path, capsys):
     require_shared(REAL_FILES["wide"])
     import pandas as pd
 
@@ -118,6 +118,8 @@ def test_embed_cli_backends_agree(presto_export, tmp_path):
         out = tmp_path / f"{backend}.parquet"
         args = ["--encoder", str(presto_export), str(REAL_FILES["wide"]), "--out", str(out), "--quiet"]
         assert embed_main([*args, "--backend", backend]) == 0
+        # the one-off calibration and compile is said apart from the px/s
+        assert ("s of it built the int8 graph" in capsys.readouterr().out) == (backend == "torch-int8")
     a = pd.read_parquet(tmp_path / "torch.parquet")
     cols = [f"emb_{j}" for j in range(128)]
     for backend in ("onnx-int8", *int8):

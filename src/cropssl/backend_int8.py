@@ -12,20 +12,28 @@ embeds** (the data being mapped; or an explicit :meth:`TorchInt8Encoder.calibrat
 read LayerNorm outputs or their own products, so the ranges hardly depend on the data (calibrating the
 published Presto weights on the reference pixels scaled by 0, 100 or 1,000 keeps cosine 0.9993 on the
 true pixels). A calibration that does not cover later data could still clip it, so every call also
-embeds a few of its pixels in fp32 and,
-when their cosine to the int8 embeddings falls under :data:`~cropssl.backends.INT8_MIN_COSINE`, returns
-the fp32 embeddings of the whole batch instead (warning once; :attr:`TorchInt8Encoder.fallbacks` counts
-them): slower, never silently wrong on the pixels it checks.
+embeds a few of its pixels in fp32 and, when their cosine to the int8 embeddings falls under
+:data:`~cropssl.backends.INT8_MIN_COSINE`, returns the fp32 embeddings of the whole batch instead
+(warning once; :attr:`TorchInt8Encoder.fallbacks` counts them).
+
+Cosine is a weak measure here: Presto's embeddings of different pixels are close to each other, and the
+int8 error (cosine >= 0.9998) is still a median 4% of each dimension's spread over real pixels; frozen
+probes on held-out regions change (``experiments/benchmarks/README_vs_presto.md``). The backend is
+therefore opt-in: check it on labelled pixels (``cropssl-evaluate efficiency.backend=torch-int8
+efficiency.embed=true``).
 
 Needs torchao and a C++ compiler (Inductor compiles the graph; the first call takes seconds).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import shutil
+import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -37,6 +45,8 @@ from cropssl.layers import compact_tokens, gather_tokens
 from cropssl.schema import Batch
 
 __all__ = ["TorchInt8Encoder", "int8_unavailable"]
+
+CPP_LOG = "torch.utils.cpp_extension"
 
 
 def int8_unavailable() -> str | None:
@@ -50,16 +60,29 @@ def int8_unavailable() -> str | None:
     return None
 
 
-def _import_torchao() -> tuple[Any, Any, Any]:
-    """The PT2E quantisation entry points of torchao (its import logs a deprecation of torch's; muted)."""
-    log = logging.getLogger("torch.utils._pytree")
-    level = log.level
-    log.setLevel(logging.ERROR)
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """Raise torch loggers to ERROR for a while.
+
+    torchao's import logs a deprecation of torch's own, and Inductor's C++ build notes that a CPU machine
+    has no CUDA; neither is the user's concern.
+    """
+    logs = [logging.getLogger(name) for name in loggers]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.ERROR)
     try:
+        yield
+    finally:
+        for log, level in zip(logs, levels, strict=True):
+            log.setLevel(level)
+
+
+def _import_torchao() -> tuple[Any, Any, Any]:
+    """The PT2E quantisation entry points of torchao."""
+    with _quiet("torch.utils._pytree"):
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    finally:
-        log.setLevel(level)
     return xiq, prepare_pt2e, convert_pt2e
 
 
@@ -111,6 +134,8 @@ class TorchInt8Encoder:
         self.export_config = export_config
         self.fallbacks = 0
         self.calibrated_on = 0
+        self.setup_seconds = 0.0
+        """Seconds of the first call: calibration, and Inductor compiling the int8 graph."""
         self._int8: Any = None
 
     def _chunks(self, batch: Batch) -> list[tuple[Tensor, Tensor]]:
@@ -173,21 +198,25 @@ class TorchInt8Encoder:
             )
         if len(batch) == 0:
             return torch.zeros(0, self.embed_dim)
-        if self._int8 is None:
+        first = self._int8 is None
+        t0 = time.perf_counter()
+        if first:
             self.calibrate(batch)
         import torch._inductor.config as inductor_config
 
         # Inductor compiles on the first call of each shape; frozen weights let it pre-pack them for oneDNN
         try:
-            with warnings.catch_warnings(), inductor_config.patch(freezing=True):
+            with warnings.catch_warnings(), inductor_config.patch(freezing=True), _quiet(CPP_LOG):
                 warnings.simplefilter("ignore", UserWarning)
                 out = torch.cat([self._int8(t, p) for t, p in self._chunks(batch)])[: len(batch)]
         except Exception as exc:  # Inductor / compiler failures: name them, point to the fp32 backend
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise BackendError(
                 f"backend torch-int8: torch.compile could not build the int8 graph on this machine "
-                f"({type(exc).__name__}: {first[:200]}); use --backend torch"
+                f"({type(exc).__name__}: {line[:200]}); use --backend torch"
             ) from exc
+        if first:
+            self.setup_seconds = time.perf_counter() - t0
         if self.check_pixels <= 0:
             return out
         idx = torch.linspace(0, len(batch) - 1, min(self.check_pixels, len(batch))).round().long()

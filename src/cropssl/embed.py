@@ -116,7 +116,7 @@ def embed_inputs(
 
     Returns:
         A summary: ``n``, ``n_nodata``, ``dim``, ``out``, ``ids`` (sidecar path or None), ``seconds``,
-        ``px_per_s``.
+        ``px_per_s``, ``setup_seconds`` (of ``seconds``: the torch-int8 backend's calibration and compile).
 
     Raises:
         EmbedError: The encoder's bands / T do not fit the data, or the output suffix is unsupported.
@@ -166,6 +166,7 @@ def embed_inputs(
         "ids": None if ids_file is None else str(ids_file),
         "seconds": seconds,
         "px_per_s": len(emb) / seconds if seconds > 0 else float("inf"),
+        "setup_seconds": float(getattr(encoder, "setup_seconds", 0.0)),
     }
 
 

@@ -85,9 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cropssl-embed: error: {exc}", file=sys.stderr)
         return 2
     extra = f" (ids in {summary['ids']})" if summary["ids"] else ""
+    setup = summary.get("setup_seconds") or 0.0
+    setup_note = f"; {setup:.1f} s of it built the int8 graph" if setup else ""
     print(
         f"wrote {summary['n']} x {summary['dim']} embeddings to {summary['out']}{extra} in "
-        f"{summary['seconds']:.1f} s ({summary['px_per_s']:.0f} px/s)"
+        f"{summary['seconds']:.1f} s ({summary['px_per_s']:.0f} px/s{setup_note})"
     )
     return 0
 

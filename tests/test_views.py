@@ -370,3 +370,26 @@ def test_augment_configs_compose_through_hydra() -> None:
         for name, n_views in [("default", 2), ("dino", 6), ("none", 1)]:
             cfg = compose(config_name="pretrain", overrides=[f"augment={name}"])
             assert instantiate(cfg.augment).n_views == n_views
+
+
+def test_dino_default_local_views_keep_the_season_and_hide_more_of_sentinel2() -> None:
+    """augment=dino: local views are full-length (so they work at T=6 too) and hide more Sentinel-2 than
+    the global ones (clouds on 60% of the steps of every local view, 20% in 80% of the global ones)."""
+    vg = instantiate(OmegaConf.load(CONFIG_DIR / "augment" / "dino.yaml"))
+    for T in (12, 6):
+        batch = make_batch(2048, T=T, seed=3)
+        views = vg(batch, gen(1))
+        assert all(v.x.shape == batch.x.shape for v in views)  # no temporal window by default
+        b8 = BAND_INDEX["B8"]
+        present = ~batch.mask[..., b8]
+        hidden = [((v.mask[..., b8]) & present).sum().item() / present.sum().item() for v in views]
+        g, loc = np.mean(hidden[: vg.n_global]), np.mean(hidden[vg.n_global :])
+        # P(a present B8 value survives), the transforms acting independently: global = timestep dropout
+        # 0.9 x S2-sensor dropout (1 - 0.2 x 0.5) x channel-group dropout 0.9 x clouds (1 - 0.8 x 0.2);
+        # local = S2-sensor dropout 0.9 x clouds (1 - 0.6)
+        assert g == pytest.approx(1 - 0.9 * 0.9 * 0.9 * 0.84, abs=0.03), T
+        assert loc == pytest.approx(1 - 0.9 * 0.4, abs=0.03), T
+    # the windows are still there, and when turned on the T > local_len rule applies again
+    vg.local_transform.transforms[0].p = 1.0
+    with pytest.raises(ValueError, match="DINO local views need T > local_len"):
+        vg(make_batch(16, T=6), gen(0))

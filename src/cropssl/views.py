@@ -476,17 +476,20 @@ class ViewGenerator:
         """Total number of views per call."""
         return self.n_global + self.n_local
 
-    def local_len(self) -> int:
-        """Longest local view the local transform can make (its shortest temporal-window ``max_len``)."""
-        lens = [w.max_len for w in _windows(self.local_transform) if w.max_len is not None]
-        return min(lens)
+    def local_len(self) -> int | None:
+        """Longest local view the local transform can make (its shortest applied window's ``max_len``).
+
+        None when no window applies: local views that keep the whole season and hide more of it.
+        """
+        lens = [w.max_len for w in _windows(self.local_transform) if w.max_len is not None and w.p > 0]
+        return min(lens) if lens else None
 
     def check(self, T: int) -> None:
         """Check that sequences of ``T`` steps can make the configured views.
 
         Raises:
-            ValueError: If T is below the ``min_len`` of a window that can be applied, or local views are
-                requested and ``T <= local_len`` (they would not be shorter than the global ones).
+            ValueError: If T is below the ``min_len`` of a window that can be applied, or windowed local
+                views are requested and ``T <= local_len`` (they would not be shorter than the global ones).
 
         """
         for w in _windows(self.global_transform) + _windows(self.local_transform):
@@ -497,7 +500,7 @@ class ViewGenerator:
                 )
         if self.n_local:
             local_len = self.local_len()
-            if local_len >= T:
+            if local_len is not None and local_len >= T:
                 raise ValueError(
                     f"DINO local views need T > local_len (the local window's max_len): got T={T}, "
                     f"local_len={local_len}; lower the local max_len below T, use longer sequences, or "

@@ -87,25 +87,18 @@ def _import_torchao() -> tuple[Any, Any, Any]:
 
 
 class _Blocks(nn.Module):
-    """The encoder's blocks, masked mean and final norm on ``[C, n, d]`` tokens.
+    """The encoder's ``encode`` then ``pool`` on ``[C, n, d]`` tokens, of a copy of it.
 
-    Copies: whatever quantisation and weight freezing do to them, the fp32 encoder that the calls are
+    A copy: whatever quantisation and weight freezing do to it, the fp32 encoder that the calls are
     checked against stays as it is.
     """
 
     def __init__(self, encoder: PixelTimeSeriesEncoder) -> None:
         super().__init__()
-        self.blocks = copy.deepcopy(encoder.blocks)
-        self.norm = copy.deepcopy(encoder.norm)
+        self.encoder = copy.deepcopy(encoder)
 
     def forward(self, tokens: Tensor, pad: Tensor) -> Tensor:
-        keep = ~pad
-        keep = keep | ~keep.any(dim=1, keepdim=True)  # a filler row attends to everything (finite)
-        attn_mask = keep[:, None, None, :]
-        for blk in self.blocks:
-            tokens = blk(tokens, attn_mask)
-        k = (~pad).to(tokens.dtype).unsqueeze(-1)
-        return self.norm((tokens * k).sum(dim=1) / k.sum(dim=1).clamp(min=1.0))
+        return self.encoder.pool(self.encoder.encode(tokens, pad), pad)
 
 
 class TorchInt8Encoder:

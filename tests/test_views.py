@@ -343,8 +343,10 @@ def test_view_generator_bad_input(batch: Batch) -> None:
     assert all(torch.equal(v.x, short.x) and torch.equal(v.month, short.month) for v in off)
     with pytest.raises(ValueError, match="need a local_transform"):
         V.ViewGenerator(None, n_local=2)
-    with pytest.raises(ValueError, match="shorter temporal windows"):
-        V.ViewGenerator(None, local_transform=V.GaussianNoise(0.1), n_local=2)
+    # local views without any window keep the season (T is not constrained)
+    masked = V.ViewGenerator(None, local_transform=V.SyntheticCloudMask(0.6), n_local=2)
+    assert masked.local_len() is None
+    assert all(v.x.shape == short.x.shape for v in masked(short, gen(0)))
     with pytest.raises(ValueError, match="n_global"):
         V.ViewGenerator(None, n_global=0)
 

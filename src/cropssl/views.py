@@ -19,7 +19,7 @@ or whole timesteps also hide the Dynamic World class there (``dynamic_world = 9`
 otherwise the encoder could read the hidden optical signal back from it.
 
 Views for a method are made by a :class:`ViewGenerator` (``n_global`` global views, plus ``n_local``
-shorter local views for DINO), configured under ``configs/augment/``.
+local views for DINO that see less of the pixel), configured under ``configs/augment/``.
 """
 
 from __future__ import annotations
@@ -431,9 +431,9 @@ class ViewGenerator:
     """Make the views of a batch: ``n_global`` global views, then ``n_local`` local (shorter) views.
 
     Each view is drawn independently from the same input batch. ``global_transform=None`` makes global
-    views that are the input itself (no augmentation). Local views, for DINO's multi-crop, are shorter
-    temporal windows: ``local_transform`` must contain a :class:`RandomTemporalWindow` whose
-    ``max_len`` is below the sequence length.
+    views that are the input itself (no augmentation). Local views, for DINO's multi-crop, see less of
+    the pixel than the global ones: shorter temporal windows (a :class:`RandomTemporalWindow` with
+    ``max_len`` below the sequence length) or the whole season with more of it hidden (the default).
 
     Args:
         global_transform: Transform of the global views (None = identity).
@@ -442,7 +442,7 @@ class ViewGenerator:
         n_local: Number of local views.
 
     Raises:
-        ValueError: On inconsistent view counts, or a local transform without a temporal window.
+        ValueError: On inconsistent view counts.
 
     """
 
@@ -459,12 +459,8 @@ class ViewGenerator:
             raise ValueError(f"n_local must be >= 0, got {n_local}")
         if n_local and local_transform is None:
             raise ValueError(
-                f"n_local={n_local} local views need a local_transform (a shorter temporal window)"
-            )
-        if n_local and not any(w.max_len is not None for w in _windows(local_transform)):
-            raise ValueError(
-                "local views are shorter temporal windows: local_transform must contain a "
-                "RandomTemporalWindow with max_len set (e.g. min_len: 4, max_len: 6)"
+                f"n_local={n_local} local views need a local_transform (e.g. a shorter temporal window, "
+                "or more clouds: configs/augment/dino.yaml)"
             )
         self.global_transform = global_transform
         self.n_global = int(n_global)

@@ -342,3 +342,53 @@ def test_dropping_missing_tokens_leaves_the_embedding_unchanged():
     enc.inference_chunk = 7  # chunks that do not divide the batch
     with torch.inference_mode():
         torch.testing.assert_close(enc(batch), full, atol=1e-5, rtol=1e-5)
+
+
+def test_training_passes_of_similar_lengths_keep_outputs_and_gradients():
+    """With gradients on, a batch of very different kept lengths (DINO's local views beside its global
+    ones) runs in several passes of similar samples; outputs and parameter gradients equal one pass over
+    every token with the key-padding mask."""
+    from cropssl.layers import training_pass_size
+    from tests.conftest import make_samples
+
+    torch.manual_seed(0)
+    enc = PixelTimeSeriesEncoder(d=32, depth=2, heads=4)
+    s = make_samples(256, seed=4)
+    s.mask[::2, :, 2:] = s.mask[::2, :, 2:] | (torch.rand(128, 12, 1) < 0.7).numpy()  # cloudy half
+    s.x[s.mask] = 0
+    batch = Batch.from_samples(s)
+    tok, pad = enc.embed_tokens(batch, skip_absent_dynamic_world=True)
+    kept = (~pad).sum(1)
+    assert training_pass_size(kept.sort().values) < len(batch)  # the batch is split
+    weights = torch.randn(len(batch), enc.embed_dim)
+
+    def grads(z: torch.Tensor) -> list[torch.Tensor]:
+        enc.zero_grad()
+        (z * weights).sum().backward()
+        return [p.grad.clone() for p in enc.parameters() if p.grad is not None]
+
+    full = enc.pool(enc.encode(tok, pad), pad)
+    g_full = grads(full)
+    got = enc(batch)
+    g_got = grads(got)
+    torch.testing.assert_close(got, full, atol=1e-5, rtol=1e-5)
+    assert len(g_got) == len(g_full)
+    for a, b in zip(g_got, g_full, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_training_pass_size_minimises_the_tokens_processed():
+    from cropssl.layers import MIN_PASS_SAMPLES, PASS_OVERHEAD_TOKENS, training_pass_size
+
+    def cost(kept: list[int], size: int) -> int:  # brute force: every pass padded to its longest sample
+        chunks = [kept[i : i + size] for i in range(0, len(kept), size)]
+        return sum(len(c) * max(c) + PASS_OVERHEAD_TOKENS for c in chunks)
+
+    rng = np.random.default_rng(0)
+    assert training_pass_size(torch.full((256,), 98)) == 256  # equal lengths: one pass
+    for n in (40, 100, 256, 300, 768):
+        kept = sorted(rng.integers(10, 99, n).tolist())
+        sizes = [n] + [-(-n // p) for p in (2, 4, 8) if -(-n // p) >= MIN_PASS_SAMPLES]
+        best = training_pass_size(torch.tensor(kept))
+        assert best in sizes
+        assert cost(kept, best) == min(cost(kept, s) for s in sizes)

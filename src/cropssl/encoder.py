@@ -49,6 +49,7 @@ from cropssl.layers import (
     month_encoding_table,
     sinusoid_encoding_table,
     static_graph,
+    training_pass_size,
 )
 from cropssl.presto_weights import (
     load_presto_state_dict,
@@ -440,8 +441,20 @@ class PixelTimeSeriesEncoder(nn.Module):
         # inference runs the blocks on chunks of pixels whose activations stay in the CPU caches (2x the
         # px/s of one [256, 98, 512] MLP pass here); training keeps the whole batch (autograd holds it all)
         step = len(tok) if torch.is_grad_enabled() else self.inference_chunk
+        order = None
+        if torch.is_grad_enabled() and bool(pad.any()):
+            # training: samples with similar numbers of kept tokens share a pass, each pass cut to its own
+            # longest sample, so views that hide much (DINO's local views beside its global ones) cost what
+            # they hold, not what the fullest sample of the batch holds (a DINO step 1.8-2.2x faster; the
+            # outputs do not depend on the company a sample keeps). Inference chunks of real pixels hold
+            # similar lengths already (sorting them measured 0.96-1.03x on Presto's reference pixels).
+            kept = (~pad).sum(dim=1)
+            order = torch.argsort(kept, stable=True)
+            tok, pad = tok[order], pad[order]
+            step = training_pass_size(kept[order])
         out = [self._encode_pool(tok[i : i + step], pad[i : i + step]) for i in range(0, len(tok), step)]
-        return out[0] if len(out) == 1 else torch.cat(out)
+        z = out[0] if len(out) == 1 else torch.cat(out)
+        return z if order is None else z[torch.argsort(order)]
 
     def _encode_pool(self, tok: Tensor, pad: Tensor) -> Tensor:
         if bool(pad.any()):

@@ -25,6 +25,7 @@ __all__ = [
     "month_encoding_table",
     "sinusoid_encoding_table",
     "static_graph",
+    "training_pass_size",
 ]
 
 
@@ -197,6 +198,42 @@ def compact_tokens(drop: Tensor) -> tuple[Tensor, Tensor]:
     n = max(int(keep.sum(dim=1).max().item()), 1) if keep.numel() else 1
     index = order[:, :n]
     return index, drop.gather(1, index)
+
+
+#: Token-equivalents one more pass through the blocks costs (launch and autograd overhead), and the
+#: fewest samples a training pass holds; see :func:`training_pass_size`.
+PASS_OVERHEAD_TOKENS = 512
+MIN_PASS_SAMPLES = 32
+
+
+def training_pass_size(kept: Tensor) -> int:
+    """Samples per pass for a training batch sorted by kept-token count (ascending).
+
+    Each pass is cut to its longest sample, so splitting a batch whose samples hold very different
+    numbers of tokens (DINO's local views beside its global ones, cloudy pixels beside clear ones) into
+    passes of similar samples saves the padding; each extra pass costs launch and autograd overhead. Of
+    the batch in one pass and in 2, 4 or 8 equal passes (of at least ``MIN_PASS_SAMPLES``), the size
+    with the fewest tokens to process (padding and ``PASS_OVERHEAD_TOKENS`` per pass included) wins.
+
+    Args:
+        kept: ``[B]`` kept tokens per sample, ascending.
+
+    Returns:
+        Samples per pass (``B``: one pass).
+
+    """
+    n = len(kept)
+    best, best_cost = n, n * int(kept[-1]) + PASS_OVERHEAD_TOKENS
+    for parts in (2, 4, 8):
+        size = -(-n // parts)
+        if size < MIN_PASS_SAMPLES:
+            break
+        longest = kept[size - 1 :: size].tolist() + ([int(kept[-1])] if n % size else [])
+        cost = sum(min(size, n - i * size) * int(m) for i, m in enumerate(longest))
+        cost += PASS_OVERHEAD_TOKENS * len(longest)
+        if cost < best_cost:
+            best, best_cost = size, cost
+    return best
 
 
 def gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:

@@ -235,27 +235,39 @@ def paired_deltas(results: dict[str, Any], n_boot: int, seed: int) -> None:
 
 # ---------------------------------------------------------------------------------------------- report
 def curves(runs: dict[str, list[Path]], png: Path) -> dict[str, Any]:
-    """Online probe macro-F1 vs step per family (mean over seeds); returns the series."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Online probe macro-F1 vs step per family (mean over seeds), plotted; returns the series."""
     import pandas as pd
 
     series: dict[str, Any] = {}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for method, paths in runs.items():
-        for ax, col in zip(axes, ("monitor/linear_f1", "monitor/knn_f1"), strict=True):
+        for col in ("monitor/linear_f1", "monitor/knn_f1"):
             frames = []
             for p in paths:
                 df = pd.read_csv(p / "metrics.csv")
                 if col in df:
                     frames.append(df[["step", col]].dropna().set_index("step")[col])
-            if not frames:
-                continue
-            mean = pd.concat(frames, axis=1).mean(axis=1)
-            series.setdefault(method, {})[col] = {int(k): float(v) for k, v in mean.items()}
-            ax.plot(mean.index, mean.values, marker="o", ms=3, label=method)
+            if frames:
+                mean = pd.concat(frames, axis=1).mean(axis=1)
+                series.setdefault(method, {})[col] = {int(k): float(v) for k, v in mean.items()}
+    plot_curves(series, png)
+    return series
+
+
+def plot_curves(series: dict[str, Any], png: Path) -> None:
+    """Plot ``{method: {column: {step: F1}}}`` (steps may be JSON strings) as two panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for method, cols in series.items():
+        for ax, col in zip(axes, ("monitor/linear_f1", "monitor/knn_f1"), strict=True):
+            if col in cols:
+                steps = sorted(cols[col], key=int)
+                ax.plot(
+                    [int(k) for k in steps], [cols[col][k] for k in steps], marker="o", ms=3, label=method
+                )
     for ax, title in zip(axes, ("online linear probe", "online kNN"), strict=True):
         ax.set_title(f"{title} (macro F1, mean over seeds)")
         ax.set_xlabel("step")
@@ -264,7 +276,6 @@ def curves(runs: dict[str, list[Path]], png: Path) -> dict[str, Any]:
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    return series
 
 
 def _cell(per_seed: list[dict[str, Any]], kind: str) -> str:

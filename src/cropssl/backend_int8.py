@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from cropssl.backends import INT8_MIN_COSINE, BackendError
 from cropssl.encoder import PixelTimeSeriesEncoder
-from cropssl.layers import compact_tokens, gather_tokens
+from cropssl.layers import drop_padding
 from cropssl.schema import Batch
 
 __all__ = ["TorchInt8Encoder", "int8_unavailable"]
@@ -136,10 +136,7 @@ class TorchInt8Encoder:
         tok, pad = self.fp32.embed_tokens(batch, skip_absent_dynamic_world=True)
         out = []
         for i in range(0, len(tok), self.chunk):
-            t, p = tok[i : i + self.chunk], pad[i : i + self.chunk]
-            if bool(p.any()):
-                index, p = compact_tokens(p)
-                t = gather_tokens(t, index)
+            t, p = drop_padding(tok[i : i + self.chunk], pad[i : i + self.chunk])
             if len(t) < self.chunk:  # fully padded filler rows keep one compiled batch size
                 fill = self.chunk - len(t)
                 t = torch.cat([t, t.new_zeros(fill, *t.shape[1:])])

@@ -45,6 +45,7 @@ from cropssl.layers import (
     Mlp,
     cartesian,
     compact_tokens,
+    drop_padding,
     gather_tokens,
     month_encoding_table,
     sinusoid_encoding_table,
@@ -439,7 +440,8 @@ class PixelTimeSeriesEncoder(nn.Module):
         if static_graph():
             return self.pool(self.encode(tok, pad), pad)
         # inference runs the blocks on chunks of pixels whose activations stay in the CPU caches (2x the
-        # px/s of one [256, 98, 512] MLP pass here); training keeps the whole batch (autograd holds it all)
+        # px/s of one [256, 98, 512] MLP pass here); training keeps the whole batch in one pass unless its
+        # samples' lengths differ enough to pay for several (below)
         step = len(tok) if torch.is_grad_enabled() else self.inference_chunk
         order = None
         if torch.is_grad_enabled() and bool(pad.any()):
@@ -457,11 +459,9 @@ class PixelTimeSeriesEncoder(nn.Module):
         return z if order is None else z[torch.argsort(order)]
 
     def _encode_pool(self, tok: Tensor, pad: Tensor) -> Tensor:
-        if bool(pad.any()):
-            # leave the missing tokens out (the kept ones' outputs are the same): real data and views with
-            # dropped timesteps / sensors / Dynamic World cost only what they hold
-            index, pad = compact_tokens(pad)
-            tok = gather_tokens(tok, index)
+        # leave the missing tokens out (the kept ones' outputs are the same): real data and views with
+        # dropped timesteps / sensors / Dynamic World cost only what they hold
+        tok, pad = drop_padding(tok, pad)
         return self.pool(self.encode(tok, pad), pad)
 
     def forward_tensors(

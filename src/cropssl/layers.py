@@ -21,6 +21,7 @@ __all__ = [
     "Mlp",
     "cartesian",
     "compact_tokens",
+    "drop_padding",
     "gather_tokens",
     "month_encoding_table",
     "sinusoid_encoding_table",
@@ -228,9 +229,9 @@ def training_pass_size(kept: Tensor) -> int:
         size = -(-n // parts)
         if size < MIN_PASS_SAMPLES:
             break
-        longest = kept[size - 1 :: size].tolist() + ([int(kept[-1])] if n % size else [])
-        cost = sum(min(size, n - i * size) * int(m) for i, m in enumerate(longest))
-        cost += PASS_OVERHEAD_TOKENS * len(longest)
+        starts = range(0, n, size)  # each pass padded to its last (longest) sample
+        cost = sum((min(i + size, n) - i) * int(kept[min(i + size, n) - 1]) for i in starts)
+        cost += PASS_OVERHEAD_TOKENS * len(starts)
         if cost < best_cost:
             best, best_cost = size, cost
     return best
@@ -239,3 +240,20 @@ def training_pass_size(kept: Tensor) -> int:
 def gather_tokens(tokens: Tensor, index: Tensor) -> Tensor:
     """``tokens [B, N, d]`` at ``index [B, n]`` -> ``[B, n, d]``."""
     return tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+def drop_padding(tokens: Tensor, pad: Tensor) -> tuple[Tensor, Tensor]:
+    """The tokens and padding mask with the padded tokens left out (unchanged when none is padded).
+
+    Args:
+        tokens: ``[B, N, d]``.
+        pad: ``[B, N]`` bool, True = padded.
+
+    Returns:
+        ``tokens [B, n, d]`` and ``pad [B, n]`` of :func:`compact_tokens`.
+
+    """
+    if not bool(pad.any()):
+        return tokens, pad
+    index, pad = compact_tokens(pad)
+    return gather_tokens(tokens, index), pad

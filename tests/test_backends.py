@@ -10,13 +10,15 @@ import pytest
 import torch
 
 import cropssl
-from cropssl.backends import BackendError, cosine_agreement
+from cropssl.backends import BackendError, bf16_unavailable, cosine_agreement
 from cropssl.cli.embed import main as embed_main
 from cropssl.export import export_encoder
 from cropssl.schema import Batch
 from tests.conftest import PRESTO, REAL_FILES, require_shared
 
 REFERENCE = PRESTO / "reference_embeddings.npz"
+#: torch-bf16 where this CPU has bfloat16 kernels (auto times it then)
+BF16 = ("torch-bf16",) if bf16_unavailable() is None else ()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,7 @@ def test_presto_export_and_every_backend_reproduce_the_official_embeddings(prest
     assert config["continue"] is None and "onnx-int8" in config["formats"]
     assert "int8" in (presto_export / "README.md").read_text()
     out = {}
-    for backend in ("torch", "onnx", "onnx-int8", "auto"):
+    for backend in ("torch", *BF16, "onnx", "onnx-int8", "auto"):
         enc = cropssl.load_encoder(presto_export, backend=backend)
         with torch.inference_mode():
             out[backend] = enc(batch).numpy()
@@ -59,22 +61,36 @@ def test_presto_export_and_every_backend_reproduce_the_official_embeddings(prest
     np.testing.assert_allclose(out["torch"], expected, atol=1e-4)  # the official Presto encoder's output
     np.testing.assert_allclose(out["onnx"], expected, atol=1e-4)
     assert cosine_agreement(out["onnx-int8"], expected) >= 0.995
-    # auto timed all three here and kept the fastest, saying so
+    if BF16:  # bfloat16 products really ran (not fp32), within fp32-grade agreement of the official outputs
+        assert cosine_agreement(out["torch-bf16"], expected) >= 0.9999
+        assert out["torch-bf16"].dtype == np.float32 and np.abs(out["torch-bf16"] - out["torch"]).max() > 1e-4
+    # auto timed every backend here and kept the fastest, saying so
     rates = enc.auto_rates
-    assert set(rates) == {"torch", "onnx", "onnx-int8"} and enc.backend == max(rates, key=rates.get)
+    assert set(rates) == {"torch", *BF16, "onnx", "onnx-int8"} and enc.backend == max(rates, key=rates.get)
     assert f"backend auto: {enc.backend} (measured px/s" in capsys.readouterr().err
     np.testing.assert_array_equal(out["auto"], out[enc.backend])
 
 
-def test_auto_falls_back_and_a_missing_backend_names_the_export_command(presto_export, tmp_path, capsys):
+def test_auto_falls_back_and_a_missing_backend_names_the_export_command(
+    presto_export, tmp_path, capsys, monkeypatch
+):
     lean = tmp_path / "lean"
     shutil.copytree(presto_export, lean)
     (lean / "encoder.int8.onnx").unlink()
-    assert set(cropssl.load_encoder(lean, backend="auto").auto_rates) == {"torch", "onnx"}
+    assert set(cropssl.load_encoder(lean, backend="auto").auto_rates) == {"torch", *BF16, "onnx"}
     assert "not available: onnx-int8: " in capsys.readouterr().err
     (lean / "encoder.onnx").unlink()
-    enc = cropssl.load_encoder(lean, backend="auto")
-    assert enc.backend == "torch" and "backend auto: eager PyTorch" in capsys.readouterr().err
+    with monkeypatch.context() as m:  # a torch built without oneDNN has no bfloat16 kernels either
+        m.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+        enc = cropssl.load_encoder(lean, backend="auto")
+        assert enc.backend == "torch" and "backend auto: eager PyTorch" in capsys.readouterr().err
+        with pytest.raises(BackendError, match="torch-bf16 unavailable: this CPU has no bfloat16"):
+            cropssl.load_encoder(lean, backend="torch-bf16")
+    if BF16:  # bf16 that misses the fp32-grade agreement on auto's batch is left out, with the cosine said
+        monkeypatch.setattr("cropssl.backends.BF16_MIN_COSINE", 1.0 + 1e-9)
+        enc = cropssl.load_encoder(lean, backend="auto")
+        assert enc.backend == "torch" and "torch-bf16: cosine 0.99" in capsys.readouterr().err
+        monkeypatch.undo()
     with pytest.raises(
         BackendError, match=r"no encoder\.int8\.onnx.*cropssl-export .* --format onnx,onnx-int8"
     ):
@@ -87,7 +103,7 @@ def test_auto_falls_back_and_a_missing_backend_names_the_export_command(presto_e
     cfg = json.loads((lean / "config.json").read_text())
     cfg["verification"]["onnx-int8"]["min_cosine"] = 0.9
     (lean / "config.json").write_text(json.dumps(cfg))
-    assert set(cropssl.load_encoder(lean, backend="auto").auto_rates) == {"torch", "onnx"}
+    assert set(cropssl.load_encoder(lean, backend="auto").auto_rates) == {"torch", *BF16, "onnx"}
 
 
 def test_backend_limits_timesteps_and_warns_about_threads(presto_export):
@@ -114,7 +130,7 @@ def test_embed_cli_backends_agree(presto_export, tmp_path, capsys):
     from cropssl.backend_int8 import int8_unavailable
 
     int8 = ("torch-int8",) if int8_unavailable() is None else ()
-    for backend in ("torch", "onnx-int8", *int8):
+    for backend in ("torch", *BF16, "onnx-int8", *int8):
         out = tmp_path / f"{backend}.parquet"
         args = ["--encoder", str(presto_export), str(REAL_FILES["wide"]), "--out", str(out), "--quiet"]
         assert embed_main([*args, "--backend", backend]) == 0
@@ -122,9 +138,10 @@ def test_embed_cli_backends_agree(presto_export, tmp_path, capsys):
         assert ("s of it built the int8 graph" in capsys.readouterr().out) == (backend == "torch-int8")
     a = pd.read_parquet(tmp_path / "torch.parquet")
     cols = [f"emb_{j}" for j in range(128)]
-    for backend in ("onnx-int8", *int8):
+    for backend in (*BF16, "onnx-int8", *int8):
         b = pd.read_parquet(tmp_path / f"{backend}.parquet")
-        assert cosine_agreement(a[cols].to_numpy(), b[cols].to_numpy()) >= 0.995, backend
+        least = 0.9999 if backend == "torch-bf16" else 0.995
+        assert cosine_agreement(a[cols].to_numpy(), b[cols].to_numpy()) >= least, backend
 
 
 # ---------------------------------------------------------------------------------------------- torch-int8

@@ -94,9 +94,9 @@ def load_encoder(
     Args:
         path: The export directory written by :func:`export_encoder` / ``cropssl-export``.
         map_location: Device to load the weights on (eager backend).
-        backend: ``torch`` (eager, default), ``torch-int8``, ``onnx``, ``onnx-int8`` or ``auto`` (the
-            fastest one the directory holds, see :mod:`cropssl.backends`); every backend is called as
-            ``encoder(batch)``.
+        backend: ``torch`` (eager, default), ``torch-bf16``, ``torch-int8``, ``onnx``, ``onnx-int8`` or
+            ``auto`` (the fastest one the directory holds, see :mod:`cropssl.backends`); every backend is
+            called as ``encoder(batch)``.
 
     Returns:
         The encoder in eval mode; its export configuration is attached as ``encoder.export_config``.

@@ -167,9 +167,10 @@ def evaluate(
         n_boot: Bootstrap resamples.
         confidence: CI coverage.
         timesteps: Months per sample window for files.
-        efficiency: ``timesteps``, ``batch_size``, ``repeats`` and ``backend`` (``torch``, ``torch-int8``,
-            ``onnx``, ``onnx-int8``, ``auto``: what runs export-dir encoders) of the throughput measurement;
-            ``embed: true`` has the frozen probes of export-dir encoders read that backend's embeddings.
+        efficiency: ``timesteps``, ``batch_size``, ``repeats`` and ``backend`` (``torch``, ``torch-bf16``,
+            ``torch-int8``, ``onnx``, ``onnx-int8``, ``auto``: what runs export-dir encoders) of the
+            throughput measurement; ``embed: true`` has the frozen probes of export-dir encoders read that
+            backend's embeddings.
         threads: Torch / BLAS / CatBoost threads (None = leave as is).
         save_heads: Write ``heads/<encoder>__<strategy>.safetensors`` for ``cropssl-predict``.
         seed: Seed of probes, fine-tuning and the bootstrap.

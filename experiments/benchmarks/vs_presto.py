@@ -181,14 +181,17 @@ def reference_batch(n: int) -> tuple[object, torch.Tensor]:
 def bench_inference(batch_size: int, rounds: int, export_dir: Path | None) -> dict[str, str]:
     """Embedding px/s of the official encoder and every cropssl backend, dense and with real masks."""
     from cropssl.backend_int8 import int8_unavailable
-    from cropssl.backends import cosine_agreement
+    from cropssl.backends import bf16_unavailable, cosine_agreement
     from cropssl.export import export_encoder, load_encoder
 
     presto_mod = official_presto()
     if export_dir is None or not (export_dir / "config.json").exists():
         export_dir = Path("/tmp/cropssl_bench_presto_export")
         export_encoder("presto", export_dir, formats=["safetensors", "onnx", "onnx-int8"], overwrite=True)
-    backends = {b: load_encoder(export_dir, backend=b) for b in ("torch", "onnx", "onnx-int8")}
+    bf16 = ("torch-bf16",) if bf16_unavailable() is None else ()
+    if bf16_unavailable() is not None:
+        print(f"note: backend torch-bf16 skipped: {bf16_unavailable()}")
+    backends = {b: load_encoder(export_dir, backend=b) for b in ("torch", *bf16, "onnx", "onnx-int8")}
     dense = dense_batch(batch_size, 12)
     real, real_ref = reference_batch(batch_size)
     rows: dict[str, str] = {}

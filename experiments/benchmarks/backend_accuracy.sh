@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Does int8 keep the probes' accuracy? The published Presto weights, exported, evaluated on the four
-# committed evaluation splits (experiments/evaluation/run_all.sh) twice: probes on eager fp32 embeddings
-# and on backend torch-int8 embeddings (efficiency.embed=true). Frozen logreg and kNN only.
+# Does a faster backend keep the probes' accuracy? The published Presto weights, exported, evaluated on
+# the four committed evaluation splits (experiments/evaluation/run_all.sh) twice: probes on eager fp32
+# embeddings and on the CANDIDATE backend's embeddings (efficiency.embed=true). Frozen logreg and kNN only.
+#   bash experiments/benchmarks/backend_accuracy.sh                        # torch-int8 -> int8_accuracy/
+#   CANDIDATE=torch-bf16 bash experiments/benchmarks/backend_accuracy.sh   # -> bf16_accuracy/
 # Needs the real WorldCereal files in ../shared/data/worldcereal/ and the Presto weights in ../shared/presto/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-.venv/bin}
-OUT=${OUT:-experiments/benchmarks/int8_accuracy}
+CANDIDATE=${CANDIDATE:-torch-int8}
+OUT=${OUT:-experiments/benchmarks/${CANDIDATE#torch-}_accuracy}
 W=../shared/data/worldcereal
 EXP=/tmp/cropssl_int8_accuracy_presto
 $BIN/cropssl-export presto --out $EXP --format safetensors --overwrite >/dev/null
@@ -22,7 +25,7 @@ run() {  # name, backend, then overrides
   $BIN/cropssl-evaluate $COMMON efficiency.backend=$backend efficiency.embed=true "$@" \
     "out=$OUT/$name/$backend" >"/tmp/int8_accuracy_${name}_$backend.out" 2>&1
 }
-for backend in torch torch-int8; do
+for backend in torch "$CANDIDATE"; do
   # shellcheck disable=SC2086
   run ea_random $backend $EA split=random &
   # shellcheck disable=SC2086
@@ -35,4 +38,4 @@ for backend in torch torch-int8; do
   wait
 done
 find "$OUT" -name "*.png" -delete  # the plots of 8 small reports: not needed for the table
-$BIN/python experiments/benchmarks/int8_accuracy_table.py "$OUT"
+$BIN/python experiments/benchmarks/backend_accuracy_table.py "$OUT" "$CANDIDATE"

@@ -289,6 +289,34 @@ def test_pair_losses_reject_mismatched_shapes(loss):
         loss(torch.randn(3), torch.randn(3))
 
 
+@pytest.mark.parametrize(
+    "loss", [NTXentLoss(), MoCoV3Loss(), BYOLLoss(), BarlowTwinsLoss(), VICRegLoss()], ids=type
+)
+def test_pair_losses_compute_in_fp32_under_mixed_precision(loss):
+    """bfloat16 embeddings under autocast (``bf16-mixed``): the loss is the float64 loss of the same values
+    to fp32 precision, not one whose products ran in bfloat16 (which misses it by ~1e-3 relative)."""
+    gen = torch.Generator().manual_seed(0)
+    z0, z1 = (torch.randn(256, 512, generator=gen).to(torch.bfloat16) for _ in range(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = loss(z0.requires_grad_(), z1.requires_grad_())
+    got.backward()
+    expected = float(loss(z0.double(), z1.double()))
+    assert got.dtype == torch.float32 and z0.grad.dtype == torch.bfloat16
+    assert float(got) == pytest.approx(expected, rel=2e-6, abs=1e-6)
+
+
+def test_dino_loss_computes_in_fp32_under_mixed_precision():
+    gen = torch.Generator().manual_seed(0)
+    student = [torch.randn(64, 4096, generator=gen).to(torch.bfloat16) for _ in range(4)]
+    teacher = student[:2]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = DINOLoss(out_dim=4096).eval()(student, teacher)
+    expected = (
+        DINOLoss(out_dim=4096).double().eval()([s.double() for s in student], [t.double() for t in teacher])
+    )
+    assert got.dtype == torch.float32 and float(got) == pytest.approx(float(expected), rel=2e-6)
+
+
 def test_batch_statistics_need_two_samples():
     with pytest.raises(ValueError, match="at least 2 samples"):
         BarlowTwinsLoss()(torch.randn(1, 4), torch.randn(1, 4))

@@ -116,7 +116,8 @@ class MaskedDecoder(nn.Module):
         grid = x[:, grid_index].reshape(B, T, G, -1)
         out = x.new_zeros(B, T, NUM_BANDS)
         for g, (name, head) in enumerate(zip(self.groups, self.heads, strict=True)):
-            out[..., list(BAND_GROUPS[name])] = head(grid[:, :, g])
+            # under autocast the linear heads return bfloat16 / float16: the reconstruction keeps x's dtype
+            out[..., list(BAND_GROUPS[name])] = head(grid[:, :, g]).to(out.dtype)
         return out
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cropssl.losses.checks import in_fp32
+
 
 class BYOLLoss(nn.Module):
     """``mean_i (2 - 2 * cos(p_i, z_i))`` (Grill et al. 2020, eq. 2), the target ``z`` detached.
@@ -13,6 +15,7 @@ class BYOLLoss(nn.Module):
     (``loss(p0, z1) + loss(p1, z0)``). 0 for identical directions, 4 for opposite ones.
     """
 
+    @in_fp32
     def forward(self, p: Tensor, z: Tensor) -> Tensor:
         """Compute the loss.
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cropssl.losses import dist
-from cropssl.losses.checks import check_pair
+from cropssl.losses.checks import check_pair, in_fp32
 
 
 class NTXentLoss(nn.Module):
@@ -31,6 +31,7 @@ class NTXentLoss(nn.Module):
         self.temperature = float(temperature)
         self.gather_distributed = gather_distributed
 
+    @in_fp32
     def forward(self, z0: Tensor, z1: Tensor) -> Tensor:
         """Compute the loss.
 
@@ -85,6 +86,7 @@ class MoCoV3Loss(nn.Module):
         self.temperature = float(temperature)
         self.gather_distributed = gather_distributed
 
+    @in_fp32
     def forward(self, q: Tensor, k: Tensor) -> Tensor:
         """Compute ``ctr(q, k)``.
 

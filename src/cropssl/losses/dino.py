@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cropssl.losses import dist
+from cropssl.losses.checks import in_fp32
 
 
 class DINOLoss(nn.Module):
@@ -72,6 +73,7 @@ class DINOLoss(nn.Module):
         frac = max(step, 0) / (w - 1)
         return self.warmup_teacher_temp + frac * (self.teacher_temp - self.warmup_teacher_temp)
 
+    @in_fp32
     def forward(
         self, student_outputs: Sequence[Tensor], teacher_outputs: Sequence[Tensor], step: int = 0
     ) -> Tensor:

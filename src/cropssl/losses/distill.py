@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cropssl.losses.checks import in_fp32
+
 
 class EmbeddingDistillLoss(nn.Module):
     """``mse(s, t) + cosine_weight * mean(1 - cos(s, t))`` between student and teacher embeddings.
@@ -21,6 +23,7 @@ class EmbeddingDistillLoss(nn.Module):
         super().__init__()
         self.cosine_weight = float(cosine_weight)
 
+    @in_fp32
     def forward(self, student: Tensor, teacher: Tensor) -> Tensor:
         """Loss of ``[B, D]`` student predictions against ``[B, D]`` teacher embeddings."""
         if student.shape != teacher.shape:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from cropssl.losses.checks import in_fp32
+
 
 class MaskedMSELoss(nn.Module):
     """Mean squared error over the selected values only, optionally with every band weighted equally.
@@ -29,6 +31,7 @@ class MaskedMSELoss(nn.Module):
         self.band_norm = bool(band_norm)
         self.eps = float(eps)
 
+    @in_fp32
     def forward(self, pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         """Compute the loss.
 

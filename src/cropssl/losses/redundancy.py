@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cropssl.losses import dist
-from cropssl.losses.checks import check_pair
+from cropssl.losses.checks import check_pair, in_fp32
 
 
 def off_diagonal(m: Tensor) -> Tensor:
@@ -46,6 +46,7 @@ class BarlowTwinsLoss(nn.Module):
         var = z.var(dim=0, unbiased=False, keepdim=True)
         return (z - mean) / torch.sqrt(var + self.eps)
 
+    @in_fp32
     def forward(self, z0: Tensor, z1: Tensor) -> Tensor:
         """Compute the loss.
 
@@ -128,6 +129,7 @@ class VICRegLoss(nn.Module):
             covariance = covariance + off_diagonal(c).pow(2).sum() / d
         return {"invariance": invariance, "variance": variance, "covariance": covariance}
 
+    @in_fp32
     def forward(self, z0: Tensor, z1: Tensor) -> Tensor:
         """Compute the weighted loss.
 

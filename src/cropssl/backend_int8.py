@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cropssl.backends import INT8_MIN_COSINE, BackendError
+from cropssl.backends import INT8_MIN_COSINE, BackendError, InferenceOnly
 from cropssl.encoder import PixelTimeSeriesEncoder
 from cropssl.layers import drop_padding
 from cropssl.schema import Batch
@@ -101,7 +101,7 @@ class _Blocks(nn.Module):
         return self.encoder.pool(self.encoder.encode(tokens, pad), pad)
 
 
-class TorchInt8Encoder:
+class TorchInt8Encoder(InferenceOnly):
     """An fp32 encoder whose blocks run in int8 once calibrated (``encoder(batch) -> [B, d]``).
 
     Args:
@@ -110,7 +110,6 @@ class TorchInt8Encoder:
 
     """
 
-    training = False
     chunk = 32
     """Pixels per pass through the blocks (as the eager encoder's ``inference_chunk``)."""
     check_pixels = 4
@@ -224,11 +223,3 @@ class TorchInt8Encoder:
             self.fallbacks += 1
             return self.fp32(batch)
         return out
-
-    def eval(self) -> TorchInt8Encoder:
-        """No-op (API parity with the eager encoder)."""
-        return self
-
-    def train(self, mode: bool = True) -> TorchInt8Encoder:
-        """No-op (inference only)."""
-        return self

@@ -49,7 +49,21 @@ class BackendError(ValueError):
     """A backend cannot be used with this export directory (the message names the command that adds it)."""
 
 
-class OnnxEncoder:
+class InferenceOnly:
+    """What the backends share with the eager encoder's API besides the call: no training mode."""
+
+    training = False
+
+    def eval(self) -> InferenceOnly:
+        """No-op (API parity with the eager encoder)."""
+        return self
+
+    def train(self, mode: bool = True) -> InferenceOnly:
+        """No-op (inference only)."""
+        return self
+
+
+class OnnxEncoder(InferenceOnly):
     """An ONNX Runtime session with the encoder's call signature (``encoder(batch) -> [B, d]``).
 
     Args:
@@ -116,20 +130,11 @@ class OnnxEncoder:
         ]
         return torch.from_numpy(np.concatenate(parts) if len(parts) != 1 else np.asarray(parts[0]))
 
-    training = False
     chunk = 32
     """Pixels per session call (activations that stay in the CPU caches: faster than whole batches)."""
 
-    def eval(self) -> OnnxEncoder:
-        """No-op (API parity with the eager encoder)."""
-        return self
 
-    def train(self, mode: bool = True) -> OnnxEncoder:
-        """No-op (an ONNX model has no training mode)."""
-        return self
-
-
-class TorchBf16Encoder:
+class TorchBf16Encoder(InferenceOnly):
     """The eager encoder under bfloat16 CPU autocast (``encoder(batch) -> [B, d]`` fp32 tensor).
 
     Args:
@@ -137,8 +142,6 @@ class TorchBf16Encoder:
         export_config: The export's ``config.json`` (exposed as ``export_config``).
 
     """
-
-    training = False
 
     def __init__(self, encoder: Any, export_config: dict[str, Any]) -> None:
         self.fp32 = encoder.eval()
@@ -151,14 +154,6 @@ class TorchBf16Encoder:
         """Embed a normalised batch (the encoder's own checks, token dropping and chunking apply)."""
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return self.fp32(batch).float()
-
-    def eval(self) -> TorchBf16Encoder:
-        """No-op (API parity with the eager encoder)."""
-        return self
-
-    def train(self, mode: bool = True) -> TorchBf16Encoder:
-        """No-op (inference only)."""
-        return self
 
 
 def bf16_unavailable() -> str | None:

@@ -92,7 +92,8 @@ def test_every_method_trains_and_keeps_its_state_in_the_state_dict(name, shards)
 @pytest.mark.parametrize("name", METHODS)
 def test_every_method_trains_in_bf16_mixed_precision(name, shards):
     """``trainer.precision=bf16-mixed`` (the GPU recipe; CPU autocast runs the same casts): the first loss
-    on a fixed batch equals the fp32 one to bfloat16's precision, and Lightning's bf16 fit trains."""
+    on a fixed batch equals the fp32 one to bfloat16's precision, and Lightning's bf16 fit trains (MAE,
+    DINO; the others' steps are the same two-view shape as DINO's global views)."""
     from cropssl.data.shards import read_shards
     from cropssl.schema import Batch
 
@@ -109,6 +110,8 @@ def test_every_method_trains_in_bf16_mixed_precision(name, shards):
         assert grads and all(bool(torch.isfinite(g).all()) for g in grads), precision
         losses[precision] = float(loss)
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05, abs=1e-3)
+    if name not in ("mae", "dino"):  # Lightning's bf16 fit: the reconstruction and the multi-crop method
+        return
     method = build(name)
     before = {k: v.clone() for k, v in method.encoder.state_dict().items()}
     trainer = fit(method, shards, steps=3, precision="bf16-mixed")

@@ -188,9 +188,10 @@ def bench_inference(batch_size: int, rounds: int, export_dir: Path | None) -> di
     if export_dir is None or not (export_dir / "config.json").exists():
         export_dir = Path("/tmp/cropssl_bench_presto_export")
         export_encoder("presto", export_dir, formats=["safetensors", "onnx", "onnx-int8"], overwrite=True)
-    bf16 = ("torch-bf16",) if bf16_unavailable() is None else ()
-    if bf16_unavailable() is not None:
-        print(f"note: backend torch-bf16 skipped: {bf16_unavailable()}")
+    why_not_bf16 = bf16_unavailable()
+    if why_not_bf16 is not None:
+        print(f"note: backend torch-bf16 skipped: {why_not_bf16}")
+    bf16 = ("torch-bf16",) if why_not_bf16 is None else ()
     backends = {b: load_encoder(export_dir, backend=b) for b in ("torch", *bf16, "onnx", "onnx-int8")}
     dense = dense_batch(batch_size, 12)
     real, real_ref = reference_batch(batch_size)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -28,16 +28,16 @@ def in_fp32(forward: F) -> F:
         low = isinstance(v, Tensor) and v.dtype in (torch.float16, torch.bfloat16)
         return v.float() if low else v  # fp32 / fp64 inputs stay as they are
 
-    def first_device(vs: Any) -> str | None:
+    def tensors(vs: Any) -> Iterator[Tensor]:
         for v in vs:
-            found = first_device(v) if isinstance(v, (list, tuple)) else getattr(v, "device", None)
-            if found is not None:
-                return found if isinstance(found, str) else found.type
-        return None
+            if isinstance(v, (list, tuple)):
+                yield from tensors(v)
+            elif isinstance(v, Tensor):
+                yield v
 
     @functools.wraps(forward)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        device = first_device((*args, *kwargs.values())) or "cpu"
+        device = next((t.device.type for t in tensors((*args, *kwargs.values()))), "cpu")
         with torch.autocast(device_type=device, enabled=False):
             return forward(self, *map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
 

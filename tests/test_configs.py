@@ -4,10 +4,13 @@ checks and instantiates (lightning-hydra-template style)."""
 from __future__ import annotations
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from cropssl.config import CONFIG_DIR, check_config
+from cropssl.schema import DW_MISSING, NUM_BANDS, Batch
 
 GROUPS = [
     "augment",
@@ -44,3 +47,37 @@ def test_every_method_has_a_config_and_dino_brings_its_views():
         assert compose("pretrain", overrides=["method=simclr"]).augment.n_local == 0
         # the command line still wins over the method's choice
         assert compose("pretrain", overrides=["method=dino", "augment=default"]).augment.n_local == 0
+
+
+def test_simclr_brings_the_windowed_views_and_they_differ_from_the_default_only_in_the_window():
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        simclr, byol, off = (
+            compose("pretrain", overrides=o)
+            for o in (["method=simclr"], ["method=byol"], ["method=simclr", "augment=default"])
+        )
+    views = [OmegaConf.to_container(c.method.views, resolve=True) for c in (simclr, byol, off)]
+    window = [v["global_transform"]["transforms"][0] for v in views]
+    assert window[0]["_target_"] == "cropssl.views.RandomTemporalWindow"
+    assert [w["p"] for w in window] == [0.5, 0.0, 0.0]  # the command line still wins
+    window[0]["p"] = 0.0
+    assert views[0] == views[2]  # windowed.yaml is default.yaml but for the window's probability
+    # the composed views really window: a window shorter than T pads its view with missing steps, so
+    # about half x 4/5 of the SimCLR views of a dense 12-month batch end with a missing step; without it
+    # almost none (timestep dropout leaves the always-present time band)
+    B, T = 512, 12
+    dense = Batch(
+        x=torch.randn(B, T, NUM_BANDS) * 0.1,
+        mask=torch.zeros(B, T, NUM_BANDS, dtype=torch.bool),
+        month=torch.arange(T).repeat(B, 1),
+        latlon=torch.zeros(B, 2),
+        dynamic_world=torch.full((B, T), DW_MISSING),
+        label=torch.full((B,), -1),
+    )
+    ended = [
+        [
+            float(v.mask[:, -1].all(-1).float().mean())
+            for v in instantiate(c.method.views)(dense, torch.Generator().manual_seed(1))
+        ]
+        for c in (simclr, off)
+    ]
+    assert all(0.3 < f < 0.55 for f in ended[0]) and all(f < 0.05 for f in ended[1]), ended

@@ -48,14 +48,23 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def assert_invariants(before: Batch, after: Batch, *, same_time: bool = True) -> None:
-    """x == 0 where missing; shapes; with the same time axis: the mask only grows, the rest is kept."""
+def assert_invariants(
+    before: Batch, after: Batch, *, same_time: bool = True, same_place: bool = True
+) -> None:
+    """x == 0 where missing; shapes; with the same time axis: the mask only grows, the rest is kept.
+
+    ``same_place=False`` lets the location move (LatLonJitter), within valid coordinates.
+    """
     assert after.x.shape == after.mask.shape and after.x.shape[-1] == NUM_BANDS
     assert after.month.shape == after.x.shape[:2] == after.dynamic_world.shape
     assert after.mask.dtype == torch.bool
     assert (after.x[after.mask] == 0).all(), "a missing value is not 0"
     assert int(after.month.min()) >= 0 and int(after.month.max()) <= 11
-    assert torch.equal(after.latlon, before.latlon) and torch.equal(after.label, before.label)
+    assert torch.equal(after.label, before.label)
+    if same_place:
+        assert torch.equal(after.latlon, before.latlon)
+    else:
+        assert after.latlon[:, 0].abs().max() <= 90 and (after.latlon[:, 1].abs() <= 180).all()
     if same_time:
         assert after.x.shape == before.x.shape
         assert not (before.mask & ~after.mask).any(), "a missing value became present"
@@ -72,14 +81,15 @@ ALL_TRANSFORMS = {
     "cloud": V.SyntheticCloudMask(0.5),
     "noise": V.GaussianNoise(0.1),
     "jitter": V.MultiplicativeJitter(0.1),
+    "latlon": V.LatLonJitter(2.0),
 }
 
 
 @pytest.mark.parametrize("name", list(ALL_TRANSFORMS))
 def test_every_transform_keeps_the_invariants_and_does_not_mutate(batch: Batch, name: str) -> None:
-    copy = {k: getattr(batch, k).clone() for k in ("x", "mask", "month", "dynamic_world")}
+    copy = {k: getattr(batch, k).clone() for k in ("x", "mask", "month", "dynamic_world", "latlon")}
     out = ALL_TRANSFORMS[name](batch, gen())
-    assert_invariants(batch, out, same_time=name != "window")
+    assert_invariants(batch, out, same_time=name != "window", same_place=name != "latlon")
     for k, v in copy.items():
         assert torch.equal(getattr(batch, k), v), f"{name} modified the input's {k}"
 
@@ -92,7 +102,7 @@ def test_p_zero_is_the_identity(batch: Batch, name: str) -> None:
     if "std" in kwargs:
         kwargs["std"] = 0.1
     out = cls(**kwargs, p=0.0)(batch, gen())
-    for k in ("x", "mask", "month", "dynamic_world"):
+    for k in ("x", "mask", "month", "dynamic_world", "latlon"):
         assert torch.equal(getattr(out, k), getattr(batch, k))
 
 
@@ -279,6 +289,36 @@ def test_multiplicative_jitter_is_one_gain_per_sample_and_band(batch: Batch) -> 
     assert abs(float(gains.std()) - 0.1) < 0.01
 
 
+def test_latlon_jitter_moves_only_the_location_by_the_given_std(batch: Batch) -> None:
+    rng = torch.Generator().manual_seed(0)
+    mid = batch.replace(latlon=torch.stack([torch.rand(len(batch), generator=rng) * 120 - 60] * 2, 1))
+    a, b = V.LatLonJitter(2.0)(mid, gen(13)), V.LatLonJitter(2.0)(mid, gen(14))
+    d = a.latlon - mid.latlon
+    assert abs(float(d.std()) - 2.0) < 0.15 and abs(float(d.mean())) < 0.2
+    assert torch.equal(a.x, mid.x) and torch.equal(a.mask, mid.mask)
+    assert not torch.equal(a.latlon, b.latlon)  # two views disagree on the location
+    assert torch.equal(a.latlon, V.LatLonJitter(2.0)(mid, gen(13)).latlon)  # reproducible
+    with pytest.raises(ValueError, match="std_deg"):
+        V.LatLonJitter(-1.0)
+
+
+def test_latlon_jitter_clips_latitude_and_wraps_longitude() -> None:
+    n = 2000
+    base = make_batch(n=n, seed=3)
+    t = V.LatLonJitter(5.0)
+    noise = t(base.replace(latlon=torch.zeros(n, 2)), gen(15)).latlon  # the draws, unwrapped at (0, 0)
+    edge = torch.tensor([[89.0, 178.0], [-89.0, -178.0]]).repeat(n // 2, 1)
+    out = t(base.replace(latlon=edge), gen(15)).latlon
+    assert float(out[:, 0].abs().max()) == 90.0  # some latitudes ran past a pole and stop there
+    torch.testing.assert_close(out[:, 0], (edge[:, 0] + noise[:, 0]).clamp(-90, 90))
+    assert bool(((out[:, 1] >= -180) & (out[:, 1] < 180)).all())
+    crossed = (edge[:, 1] + noise[:, 1]).abs() > 180
+    assert bool(crossed.any())
+    moved = torch.deg2rad(edge[:, 1] + noise[:, 1].double().float())  # same point on the circle
+    for f in (torch.cos, torch.sin):
+        torch.testing.assert_close(f(torch.deg2rad(out[:, 1])), f(moved), atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("p", [0.25, 0.6])
 def test_per_sample_probability_is_respected(p: float) -> None:
     big = make_batch(n=4000, seed=2)
@@ -306,8 +346,8 @@ def full_pipeline() -> V.Compose:
 def test_compose_is_deterministic_with_a_seeded_generator(batch: Batch) -> None:
     t = full_pipeline()
     a, b, c = t(batch, gen(42)), t(batch, gen(42)), t(batch, gen(43))
-    assert_invariants(batch, a, same_time=False)
-    for k in ("x", "mask", "month", "dynamic_world"):
+    assert_invariants(batch, a, same_time=False, same_place=False)
+    for k in ("x", "mask", "month", "dynamic_world", "latlon"):
         assert torch.equal(getattr(a, k), getattr(b, k))
     assert not torch.equal(a.mask, c.mask)
     torch.manual_seed(0)
@@ -323,7 +363,7 @@ def test_view_generator_makes_global_and_local_views(batch: Batch) -> None:
     views = vg(batch, gen(0))
     assert len(views) == vg.n_views == 6
     for v in views:
-        assert_invariants(batch, v, same_time=False)
+        assert_invariants(batch, v, same_time=False, same_place=False)
     assert all(v.x.shape[1] >= 6 for v in views[:2])
     assert all(4 <= v.x.shape[1] <= 6 for v in views[2:])
     assert not torch.equal(views[0].x, views[1].x), "the two global views are identical"

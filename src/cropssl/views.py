@@ -10,6 +10,9 @@ loops) and obey one rule: **they never invent data where the mask says missing**
 except :class:`RandomTemporalWindow`, which re-indexes time: each kept timestep carries its values, its
 mask, its month and its Dynamic World class with it, and the padding it adds is missing.
 
+:class:`LatLonJitter` moves only the location (lat/lon), so that two views of a pixel cannot be matched
+by a location they share exactly.
+
 Each transform has a per-sample probability ``p`` of being applied. Random draws use the ``generator``
 when one is given (on the generator's device, then moved to the batch's device), so a seeded CPU
 generator makes views reproducible on any device.
@@ -390,6 +393,40 @@ class GaussianNoise(Transform):
         noise = _randn(batch.x.shape, generator, dev).to(batch.x.dtype) * self.std.to(dev, batch.x.dtype)
         noise = noise * applied[:, None, None]
         return batch.replace(x=(batch.x + noise).masked_fill(batch.mask, 0.0))
+
+
+class LatLonJitter(Transform):
+    """Move a sample's location by Gaussian noise, so two views of a pixel disagree on where it is.
+
+    Both views otherwise share the lat/lon token exactly, and a joint-embedding objective can then be
+    met by encoding the location alone (measured: SimCLR's and Barlow Twins' transfer to a held-out
+    region collapses; ``experiments/ssl_quality``). The noise keeps the region, hides the pixel.
+    Latitude is clipped to [-90, 90], longitude wrapped to [-180, 180).
+
+    Args:
+        std_deg: Noise standard deviation in degrees (both coordinates).
+        p: Probability that a sample's location moves.
+
+    """
+
+    def __init__(self, std_deg: float = 1.0, p: float = 1.0) -> None:
+        super().__init__(p)
+        if float(std_deg) < 0:
+            raise ValueError(f"std_deg must be >= 0 degrees, got {std_deg}")
+        self.std_deg = float(std_deg)
+
+    def __call__(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
+        """Move the locations (samples it is not applied to keep theirs exactly)."""
+        if self.p == 0 or self.std_deg == 0:
+            return batch
+        dev = batch.latlon.device
+        applied = self._applied(len(batch), generator, dev)
+        moved = (
+            batch.latlon + _randn(batch.latlon.shape, generator, dev).to(batch.latlon.dtype) * self.std_deg
+        )
+        lat = moved[:, 0].clamp(-90.0, 90.0)
+        lon = torch.remainder(moved[:, 1] + 180.0, 360.0) - 180.0
+        return batch.replace(latlon=torch.where(applied[:, None], torch.stack([lat, lon], 1), batch.latlon))
 
 
 class MultiplicativeJitter(Transform):

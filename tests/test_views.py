@@ -314,7 +314,7 @@ def test_latlon_jitter_clips_latitude_and_wraps_longitude() -> None:
     assert bool(((out[:, 1] >= -180) & (out[:, 1] < 180)).all())
     crossed = (edge[:, 1] + noise[:, 1]).abs() > 180
     assert bool(crossed.any())
-    moved = torch.deg2rad(edge[:, 1] + noise[:, 1].double().float())  # same point on the circle
+    moved = torch.deg2rad(edge[:, 1] + noise[:, 1])  # same point on the circle
     for f in (torch.cos, torch.sin):
         torch.testing.assert_close(f(torch.deg2rad(out[:, 1])), f(moved), atol=1e-4, rtol=0)
 

@@ -56,11 +56,13 @@ def test_simclr_brings_the_windowed_views_and_they_differ_from_the_default_only_
             for o in (["method=simclr"], ["method=byol"], ["method=simclr", "augment=default"])
         )
     views = [OmegaConf.to_container(c.method.views, resolve=True) for c in (simclr, byol, off)]
-    window = [v["global_transform"]["transforms"][0] for v in views]
+    window = [v["global_transform"]["transforms"]["window"] for v in views]
     assert window[0]["_target_"] == "cropssl.views.RandomTemporalWindow"
     assert [w["p"] for w in window] == [0.5, 0.0, 0.0]  # the command line still wins
     window[0]["p"] = 0.0
     assert views[0] == views[2]  # windowed.yaml is default.yaml but for the window's probability
+    names = list(views[2]["global_transform"]["transforms"])
+    assert names == list(views[1]["global_transform"]["transforms"])  # ... and in default's order
     # the composed views really window: a window shorter than T pads its view with missing steps, so
     # about half x 4/5 of the SimCLR views of a dense 12-month batch end with a missing step; without it
     # almost none (timestep dropout leaves the always-present time band)

@@ -221,7 +221,7 @@ def test_dino_local_views_need_longer_sequences(shards, tmp_path):
     short = tmp_path / "short"
     write_shards(make_samples(128, T=6, seed=8), short, samples_per_record=64)
     # windowed local views (4..6 months, off by default) would not be shorter than T=6
-    method = build("dino", "augment.local_transform.transforms.0.p=1.0")
+    method = build("dino", "augment.local_transform.transforms.window.p=1.0")
     with pytest.raises(ValueError, match=r"DINO local views need T > local_len .* got T=6, local_len=6"):
         fit(method, short, steps=1)
 

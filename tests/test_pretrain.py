@@ -119,6 +119,17 @@ def test_config_typo_on_command_line_fails_naming_the_key(tmp_path):
     assert "+trainer.max_step" not in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_typo_inside_a_nested_key_is_named_with_the_names_that_exist(tmp_path):
+    """The unknown key is a parent of the override's (``transforms.windw`` of ``transforms.windw.p``), and
+    the old positional form of a view transform (``transforms.0``) gets the names instead of a traceback."""
+    for typo, hint in (("windw", "Did you mean 'window'?"), ("0", "'latlon_jitter', 'noise'")):
+        key = f"augment.global_transform.transforms.{typo}"
+        proc = pretrain("method=byol", f"{key}.p=0.5", f"run_dir={tmp_path / typo}", check=False)
+        assert proc.returncode == 2 and f"unknown config key '{key}'." in proc.stderr, proc.stderr
+        assert hint in proc.stderr and "Traceback" not in proc.stderr
+        assert not (tmp_path / typo).exists()
+
+
 def test_user_errors_print_one_line_and_leave_no_run_dir(tmp_path):
     """A failed start (here: missing shards) says what is wrong in one line, without Hydra's 'Error executing
     job' and a traceback, and removes the run directory it had created; HYDRA_FULL_ERROR=1 shows the trace."""

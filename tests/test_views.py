@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from cropssl import views as V
 from cropssl.config import CONFIG_DIR, check_target_keys
@@ -20,6 +19,14 @@ S2 = V.band_mask(SENSOR_GROUPS["S2"])
 SRTM = V.band_mask(("SRTM",))
 TIME_BAND = BAND_INDEX["temperature_2m"]  # carries the original timestep index in the tests
 AUGMENT_CONFIGS = sorted((CONFIG_DIR / "augment").glob("*.yaml"))
+
+
+def augment_config(name: str):
+    """``configs/augment/<name>.yaml`` as Hydra composes it (windowed / dino build on default)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+        return compose(config_name="pretrain", overrides=[f"augment={name}"]).augment
 
 
 def make_batch(n: int = 512, T: int = 12, seed: int = 0) -> Batch:
@@ -357,6 +364,24 @@ def test_compose_is_deterministic_with_a_seeded_generator(batch: Batch) -> None:
     assert torch.equal(d.x, e.x)
 
 
+def test_compose_by_name_applies_the_mapping_in_order_and_leaves_out_none(batch: Batch) -> None:
+    noise, clouds, window = V.GaussianNoise(0.1), V.SyntheticCloudMask(0.5), V.RandomTemporalWindow(6, 12)
+    named = V.Compose({"noise": noise, "dropped": None, "clouds": clouds, "window": window})
+    assert named.names == ("noise", "clouds", "window") and len(named) == 3
+    assert named["clouds"] is clouds and named[2] is window
+    with pytest.raises(KeyError, match=r"no transform named 'cloud'.*\['noise', 'clouds', 'window'\]"):
+        named["cloud"]
+    # the same draws as applying the three by hand in that order (and not in another order)
+    g = gen(3)
+    expected = window(clouds(noise(batch, g), g), g)
+    out = named(batch, gen(3))
+    for k in ("x", "mask", "month"):
+        assert torch.equal(getattr(out, k), getattr(expected, k))
+    g = gen(3)
+    other = noise(window(clouds(batch, g), g), g)
+    assert not torch.equal(out.mask, other.mask)
+
+
 def test_view_generator_makes_global_and_local_views(batch: Batch) -> None:
     local = V.Compose([V.RandomTemporalWindow(4, 6), V.GaussianNoise(0.05)])
     vg = V.ViewGenerator(full_pipeline(), n_global=2, local_transform=local, n_local=4)
@@ -394,7 +419,7 @@ def test_view_generator_bad_input(batch: Batch) -> None:
 # ------------------------------------------------------------------ configs
 @pytest.mark.parametrize("path", AUGMENT_CONFIGS, ids=lambda p: p.stem)
 def test_augment_configs_instantiate_and_make_valid_views(path: Path, batch: Batch) -> None:
-    cfg = OmegaConf.load(path)
+    cfg = augment_config(path.stem)
     check_target_keys(cfg, f"augment/{path.stem}")
     vg = instantiate(cfg)
     assert isinstance(vg, V.ViewGenerator)
@@ -405,19 +430,15 @@ def test_augment_configs_instantiate_and_make_valid_views(path: Path, batch: Bat
 
 
 def test_augment_configs_compose_through_hydra() -> None:
-    from hydra import compose, initialize_config_dir
-
-    assert {p.stem for p in AUGMENT_CONFIGS} >= {"default", "dino", "none"}
-    with initialize_config_dir(str(CONFIG_DIR), version_base=None):
-        for name, n_views in [("default", 2), ("dino", 6), ("none", 1)]:
-            cfg = compose(config_name="pretrain", overrides=[f"augment={name}"])
-            assert instantiate(cfg.augment).n_views == n_views
+    assert {p.stem for p in AUGMENT_CONFIGS} == {"default", "dino", "none", "windowed"}
+    for name, n_views in [("default", 2), ("dino", 6), ("none", 1), ("windowed", 2)]:
+        assert instantiate(augment_config(name)).n_views == n_views
 
 
 def test_dino_default_local_views_keep_the_season_and_hide_more_of_sentinel2() -> None:
     """augment=dino: local views are full-length (so they work at T=6 too) and hide more Sentinel-2 than
     the global ones (clouds on 60% of the steps of every local view, 20% in 80% of the global ones)."""
-    vg = instantiate(OmegaConf.load(CONFIG_DIR / "augment" / "dino.yaml"))
+    vg = instantiate(augment_config("dino"))
     for T in (12, 6):
         batch = make_batch(2048, T=T, seed=3)
         views = vg(batch, gen(1))
@@ -432,6 +453,6 @@ def test_dino_default_local_views_keep_the_season_and_hide_more_of_sentinel2() -
         assert g == pytest.approx(1 - 0.9 * 0.9 * 0.9 * 0.84, abs=0.03), T
         assert loc == pytest.approx(1 - 0.9 * 0.4, abs=0.03), T
     # the windows are still there, and when turned on the T > local_len rule applies again
-    vg.local_transform.transforms[0].p = 1.0
+    vg.local_transform["window"].p = 1.0
     with pytest.raises(ValueError, match="DINO local views need T > local_len"):
         vg(make_batch(16, T=6), gen(0))

@@ -148,7 +148,9 @@ def precheck_overrides(argv: list[str], config_name: str, prog: str) -> None:
             sys.exit(2)
         parent, _, leaf = key.rpartition(".")
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            base = compose(config_name, overrides=[a for a in args if not a.startswith(key + "=")])
+            # the unknown key may be a parent of the override's own (``a.windw.p=1``: full_key a.windw)
+            kept = [a for a in args if not (a.split("=", 1)[0] + ".").startswith(key + ".")]
+            base = compose(config_name, overrides=kept)
         node = OmegaConf.select(base, parent) if parent else base
         valid = [str(k) for k in node] if isinstance(node, DictConfig) else []
         print(

@@ -22,7 +22,22 @@ def per_band(std: float | Sequence[float], name: str) -> Tensor:
     return t.expand(NUM_BANDS).clone()
 
 
-class GaussianNoise(Transform):
+class _PerBandGaussian(Transform):
+    """A per-band standard deviation and its scaled normal draws (zero for samples it is not applied to)."""
+
+    def __init__(self, std: float | Sequence[float], p: float) -> None:
+        super().__init__(p)
+        self.std = per_band(std, "std")
+
+    def _draws(self, batch: Batch, steps: int, generator: torch.Generator | None) -> Tensor:
+        """``[B, steps, 17]`` draws of N(0, std**2), zero where the transform is not applied."""
+        B, dev, dtype = len(batch), batch.x.device, batch.x.dtype
+        applied = self._applied(B, generator, dev)
+        z = randn((B, steps, NUM_BANDS), generator, dev).to(dtype) * self.std.to(dev, dtype)
+        return z * applied[:, None, None]
+
+
+class GaussianNoise(_PerBandGaussian):
     """Add Gaussian noise (normalised units) to the present values; missing values stay exactly 0.
 
     Args:
@@ -32,16 +47,11 @@ class GaussianNoise(Transform):
     """
 
     def __init__(self, std: float | Sequence[float] = 0.02, p: float = 1.0) -> None:
-        super().__init__(p)
-        self.std = per_band(std, "std")
+        super().__init__(std, p)
 
     def __call__(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
         """Add noise."""
-        B = len(batch)
-        dev = batch.x.device
-        applied = self._applied(B, generator, dev)
-        noise = randn(batch.x.shape, generator, dev).to(batch.x.dtype) * self.std.to(dev, batch.x.dtype)
-        noise = noise * applied[:, None, None]
+        noise = self._draws(batch, batch.x.shape[1], generator)
         return batch.replace(x=(batch.x + noise).masked_fill(batch.mask, 0.0))
 
 
@@ -77,7 +87,7 @@ class LatLonJitter(Transform):
         return batch.replace(latlon=torch.where(applied[:, None], torch.stack([lat, lon], 1), batch.latlon))
 
 
-class MultiplicativeJitter(Transform):
+class MultiplicativeJitter(_PerBandGaussian):
     """Scale each band of a sample by ``1 + std * N(0, 1)`` (one factor per sample and band, all steps).
 
     A per-sample, per-band gain, like a calibration difference between acquisitions; applied to the
@@ -90,14 +100,9 @@ class MultiplicativeJitter(Transform):
     """
 
     def __init__(self, std: float | Sequence[float] = 0.05, p: float = 1.0) -> None:
-        super().__init__(p)
-        self.std = per_band(std, "std")
+        super().__init__(std, p)
 
     def __call__(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
         """Scale the bands."""
-        B = len(batch)
-        dev = batch.x.device
-        applied = self._applied(B, generator, dev)
-        gain = randn((B, 1, NUM_BANDS), generator, dev).to(batch.x.dtype) * self.std.to(dev, batch.x.dtype)
-        gain = 1.0 + gain * applied[:, None, None]
+        gain = 1.0 + self._draws(batch, 1, generator)
         return batch.replace(x=(batch.x * gain).masked_fill(batch.mask, 0.0))

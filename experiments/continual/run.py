@@ -15,7 +15,10 @@ real pixels for the same budget; the runs differ in their guardrails:
 * ``mae lr 1e-4 + replay``: ``data=mix`` with 30 % synthetic (generic) pixels replayed;
 * ``mae lr 1e-4 + warm-up``: the encoder fixed for 100 steps while the new decoder learns
   (``callbacks=continual``);
-* the best other family of ``experiments/ssl_quality`` (``--other``) with the lower learning rate.
+* the best other family of ``experiments/ssl_quality`` (``--other``) with the lower learning rate;
+* ``mae_scratch`` (only with ``--only mae_scratch``): no Presto at all, MAE from random weights at the
+  largest budget that fits, on every bundled real pixel (East Africa's too, unlabelled: the operational
+  case) mixed half and half with synthetic ones; evaluated next to a random-init encoder of its size.
 
 Data: the continued runs see the French pixels and the Belgian cube, never the East-African file (that one
 measures **forgetting**: a region and year the continued run did not see). Evaluation
@@ -45,18 +48,20 @@ FRA, EA, BEL = (
 )
 
 LOW = ("method.optimizer.lr=1e-4",)
-VARIANTS: dict[str, tuple[str, tuple[str, ...], bool]] = {
-    # name: (method, overrides, replay)
-    "mae_lr1e-3": ("mae", (), False),
-    "mae_lr1e-4": ("mae", LOW, False),
-    "mae_lr1e-4_layerdecay": ("mae", (*LOW, "method.optimizer.layer_decay=0.5"), False),
-    "mae_lr1e-4_l2sp": ("mae", (*LOW, "method.anchor=1.0"), False),
-    "mae_lr1e-4_replay": ("mae", LOW, True),
+VARIANTS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    # name: (method, overrides, data: "seen" = France + Belgium, "replay" = that + 30 % synthetic)
+    "mae_lr1e-3": ("mae", (), "seen"),
+    "mae_lr1e-4": ("mae", LOW, "seen"),
+    "mae_lr1e-4_layerdecay": ("mae", (*LOW, "method.optimizer.layer_decay=0.5"), "seen"),
+    "mae_lr1e-4_l2sp": ("mae", (*LOW, "method.anchor=1.0"), "seen"),
+    "mae_lr1e-4_replay": ("mae", LOW, "replay"),
     # the encoder held still for the first 100 steps while the new decoder learns (cropssl.callbacks.warmup)
-    "mae_lr1e-4_warmup": ("mae", (*LOW, "callbacks=continual"), False),
+    "mae_lr1e-4_warmup": ("mae", (*LOW, "callbacks=continual"), "seen"),
     # checkpoints hold an EMA of the encoder's weights, started at Presto's (cropssl.callbacks.weight_ema)
-    "mae_lr1e-4_ema": ("mae", (*LOW, "callbacks=ema"), False),
+    "mae_lr1e-4_ema": ("mae", (*LOW, "callbacks=ema"), "seen"),
 }
+#: Run only when named in ``--only``: from scratch, all real pixels + synthetic half and half ("all").
+SCRATCH = {"mae_scratch": ("mae", ("start=fresh", "method.schedule.warmup_steps=200"), "all")}
 SPLITS = {
     "fra_geo_h3": (
         [FRA],
@@ -98,37 +103,43 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     py = sys.executable
     t0 = time.time()
-    shards, synth = out / "data" / "fra_bel", out / "data" / "synth"
-    if not (shards / "manifest.json").exists():
-        run([py, "-m", "cropssl.cli.shard", str(FRA), str(BEL), "--out", str(shards), "--overwrite"],
-            out / "shard.log", args.threads)  # fmt: skip
+    shards, synth, every = out / "data" / "fra_bel", out / "data" / "synth", out / "data" / "all"
+    for target, files, log in ((shards, [FRA, BEL], "shard.log"), (every, [FRA, BEL, EA], "shard_all.log")):
+        if target == every and not (args.only and "mae_scratch" in args.only.split(",")):
+            continue
+        if not (target / "manifest.json").exists():
+            run([py, "-m", "cropssl.cli.shard", *map(str, files), "--out", str(target), "--overwrite"],
+                out / log, args.threads)  # fmt: skip
     if not (synth / "manifest.json").exists():
         run([py, "-m", "cropssl.cli.synth", "--out", str(synth), "--pixels", "20000", "--overwrite"],
             out / "synth.log", args.threads)  # fmt: skip
-    variants = dict(VARIANTS)
+    variants = {**VARIANTS, **(SCRATCH if args.only else {})}
     other = args.other or best_other_family()
     if other:
-        variants[f"{other}_lr1e-4"] = (other, LOW, False)
+        variants[f"{other}_lr1e-4"] = (other, LOW, "seen")
     if args.only:
         variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
     ckpts = {}
-    for name, (method, overrides, replay) in variants.items():
+    for name, (method, overrides, source) in variants.items():
         run_dir = out / "runs" / name
         ckpts[name] = run_dir / "checkpoints" / "last.ckpt"
         if ckpts[name].exists() and (run_dir / "summary.json").exists():
             continue
+        real, share = (every, 0.5) if source == "all" else (shards, 0.7)
         data = (
-            ["data=mix", f"data.train.0.shards={shards}", "data.train.0.weight=0.7",
-             f"data.train.1.shards={synth}", "data.train.1.weight=0.3"]
-            if replay else [f"data.train={shards}"]
+            ["data=mix", f"data.train.0.shards={real}", f"data.train.0.weight={share}",
+             f"data.train.1.shards={synth}", f"data.train.1.weight={1 - share:.1f}"]
+            if source != "seen" else [f"data.train={shards}"]
         )  # fmt: skip
-        cmd = [py, "-m", "cropssl.cli.pretrain", f"method={method}", *data, "start=from_weights",
-               "start.source=presto", f"trainer.max_steps={args.steps}", f"data.batch_size={args.batch_size}",
+        start = [] if "start=fresh" in overrides else ["start=from_weights", "start.source=presto"]
+        cmd = [py, "-m", "cropssl.cli.pretrain", f"method={method}", *data, *start,
+               f"trainer.max_steps={args.steps}", f"data.batch_size={args.batch_size}",
                f"run_dir={run_dir}", f"name=continual_{name}", "trainer.enable_progress_bar=false",
                "trainer.enable_model_summary=false", *overrides]  # fmt: skip
         print(f"continuing {name}", flush=True)
         run(cmd, out / f"pretrain_{name}.log", args.threads)
-    encoders = ["presto", *(str(c) for c in ckpts.values())]
+    random = ["random"] if set(SCRATCH) & set(ckpts) else []  # the scratch run's "no pre-training" twin
+    encoders = ["presto", *random, *(str(c) for c in ckpts.values())]
     tag = "" if not args.only else "_" + args.only.replace(",", "+")  # a subset gets its own reports
     enc_arg = "encoders=[" + ",".join(encoders) + "]"
     reports: dict[str, Any] = {}
@@ -143,6 +154,10 @@ def main(argv: list[str] | None = None) -> None:
         doc = json.loads((target / "results.json").read_text())
         reports[split] = {r["name"]: (r["macro_f1"], r.get("ci")) for r in doc["results"]}
     table = table_md(reports)
+    if random:  # the scratch run against no pre-training and against Presto, probe by probe
+        names = [f"{n}/last" for n in ckpts]
+        pairs = [(n, "random") for n in names] + [(n, "presto") for n in names]
+        table += "\n" + paired_md(out / f"eval{tag}", pairs)
     (out / f"table{tag}.md").write_text(table)
     summary = {"command": " ".join(["python", "experiments/continual/run.py", *(argv or sys.argv[1:])]),
                "args": vars(args), "variants": {k: list(v[1]) for k, v in variants.items()},
@@ -165,6 +180,32 @@ def best_other_family() -> str | None:
         if name not in ("raw features", "random init") and not name.startswith("mae")
     }
     return max(gains, key=gains.get) if gains else None
+
+
+def paired_md(eval_dir: Path, pairs: list[tuple[str, str]], n_boot: int = 1000) -> str:
+    """Paired-bootstrap macro-F1 differences, encoder a vs b with the same probe, per split's test pixels."""
+    import numpy as np
+    import pandas as pd
+
+    from cropssl.evaluation.metrics import paired_bootstrap_delta
+
+    lines = ["| a vs b (same probe) | " + " | ".join(SPLITS) + " |", "| --- |" + " --- |" * len(SPLITS)]
+    cells: dict[str, dict[str, str]] = {}
+    for split in SPLITS:
+        pred = pd.read_parquet(eval_dir / split / "predictions.parquet")
+        classes = json.loads((eval_dir / split / "results.json").read_text())["labels"]["classes"]
+        index = {c: i for i, c in enumerate(classes)}
+        y = pred["true"].map(index).to_numpy(np.int64)
+        for a, b in pairs:
+            for probe in ("logreg", "knn", "catboost"):
+                pa, pb = (pred[f"{e} + {probe}"].map(index).to_numpy(np.int64) for e in (a, b))
+                d = paired_bootstrap_delta(y, pa, pb, len(classes), n_boot=n_boot)
+                mark = "✓" if d["low"] > 0 else "✗" if d["high"] < 0 else "~"
+                key = f"{a.removesuffix('/last')} vs {b} + {probe}"
+                ci = f"{d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] {mark}"
+                cells.setdefault(key, {})[split] = ci
+    lines += [f"| {k} | " + " | ".join(v[s] for s in SPLITS) + " |" for k, v in cells.items()]
+    return "\n".join(lines) + "\n"
 
 
 def table_md(reports: dict[str, Any]) -> str:

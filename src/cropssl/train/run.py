@@ -140,6 +140,9 @@ def write_summary(run_dir: Path, wall_time: float, extra: dict[str, Any] | None 
                 if "val/loss" in df:
                     val = df[["step", "val/loss"]].dropna()
                     ax.plot(val["step"], val["val/loss"], "o-", label="val/loss")
+                values = loss["train/loss"]
+                if values.min() > 0 and values.max() > 20 * values.min():  # a first-step spike hides the rest
+                    ax.set_yscale("log")
                 ax.set_xlabel("step")
                 ax.set_ylabel("loss")
                 ax.set_title(run_dir.name)

@@ -83,3 +83,22 @@ def test_simclr_brings_the_windowed_views_and_they_differ_from_the_default_only_
         for c in (simclr, off)
     ]
     assert all(0.3 < f < 0.55 for f in ended[0]) and all(f < 0.05 for f in ended[1]), ended
+
+
+def test_a_view_transform_is_changed_or_left_out_by_name_on_the_command_line():
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            "pretrain",
+            overrides=[
+                "method=byol",
+                "augment.global_transform.transforms.noise=null",
+                "augment.global_transform.transforms.latlon_jitter.std_deg=3.0",
+            ],
+        )
+    views = instantiate(cfg.method.views).global_transform
+    assert "noise" not in views.names and len(views) == 7
+    assert views.names[-1] == "latlon_jitter" and views["latlon_jitter"].std_deg == 3.0
+    # dino's global views are default's, with its own local ones
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        dino, default = (compose("pretrain", overrides=[f"augment={a}"]).augment for a in ("dino", "default"))
+    assert dino.global_transform == default.global_transform and dino.n_local == 4

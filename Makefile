@@ -45,6 +45,7 @@ bench: install ## Benchmarks: ingest, shards, stream, encoder, training steps an
 	$(BIN)/python experiments/benchmarks/bench_ingest.py --data $(DATA)
 	$(BIN)/python experiments/benchmarks/bench_data.py --pixels 1000000
 	$(BIN)/python experiments/benchmarks/vs_presto.py
+	$(BIN)/python experiments/benchmarks/attention_bound.py
 
 clean: ## Remove the work dir, runs and caches (keeps .venv)
 	rm -rf $(WORK) runs multirun outputs .pytest_cache .ruff_cache

@@ -105,22 +105,24 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     py = sys.executable
     t0 = time.time()
-    shards, synth, every = out / "data" / "fra_bel", out / "data" / "synth", out / "data" / "all"
-    for target, files, log in ((shards, [FRA, BEL], "shard.log"), (every, [FRA, BEL, EA], "shard_all.log")):
-        if target == every and not (args.only and set(SCRATCH) & set(args.only.split(","))):
-            continue
-        if not (target / "manifest.json").exists():
-            run([py, "-m", "cropssl.cli.shard", *map(str, files), "--out", str(target), "--overwrite"],
-                out / log, args.threads)  # fmt: skip
-    if not (synth / "manifest.json").exists():
-        run([py, "-m", "cropssl.cli.synth", "--out", str(synth), "--pixels", "20000", "--overwrite"],
-            out / "synth.log", args.threads)  # fmt: skip
     variants = {**VARIANTS, **(SCRATCH if args.only else {})}
     other = args.other or best_other_family()
     if other:
         variants[f"{other}_lr1e-4"] = (other, LOW, "seen")
     if args.only:
         variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
+    # shard only what the selected variants read: France + Belgium, or every real file ("all")
+    shards, synth, every = out / "data" / "fra_bel", out / "data" / "synth", out / "data" / "all"
+    sources = {source for _, _, source in variants.values()}
+    real_sets = [(shards, [FRA, BEL], "shard.log")] if sources - {"all"} else []
+    real_sets += [(every, [FRA, BEL, EA], "shard_all.log")] if "all" in sources else []
+    for target, files, log in real_sets:
+        if not (target / "manifest.json").exists():
+            run([py, "-m", "cropssl.cli.shard", *map(str, files), "--out", str(target), "--overwrite"],
+                out / log, args.threads)  # fmt: skip
+    if sources - {"seen"} and not (synth / "manifest.json").exists():
+        run([py, "-m", "cropssl.cli.synth", "--out", str(synth), "--pixels", "20000", "--overwrite"],
+            out / "synth.log", args.threads)  # fmt: skip
     ckpts = {}
     for name, (method, overrides, source) in variants.items():
         run_dir = out / "runs" / name

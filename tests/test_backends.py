@@ -71,6 +71,25 @@ def test_presto_export_and_every_backend_reproduce_the_official_embeddings(prest
     np.testing.assert_array_equal(out["auto"], out[enc.backend])
 
 
+def test_every_backend_leaves_out_the_token_of_a_pixel_without_location(presto_export):
+    batch, _ = _reference_batch()
+    latlon = batch.latlon.clone()
+    latlon[::3] = float("nan")
+    lost = batch.replace(latlon=latlon)
+    with torch.inference_mode():
+        eager = cropssl.load_encoder(presto_export, backend="torch")
+        expected, before = eager(lost).numpy(), eager(batch).numpy()
+        assert np.isfinite(expected).all() and np.abs(expected[::3] - before[::3]).max() > 1e-2
+        np.testing.assert_allclose(expected[1::3], before[1::3], atol=1e-5)
+        for backend in ("onnx", "onnx-int8", *BF16):
+            got = cropssl.load_encoder(presto_export, backend=backend)(lost).numpy()
+            assert np.isfinite(got).all(), backend
+            if backend == "onnx":
+                np.testing.assert_allclose(got, expected, atol=1e-4)
+            else:
+                assert cosine_agreement(got, expected) >= 0.995, backend
+
+
 def test_auto_falls_back_and_a_missing_backend_names_the_export_command(
     presto_export, tmp_path, capsys, monkeypatch
 ):

@@ -170,6 +170,28 @@ def test_a_partly_missing_group_token_is_ignored_entirely() -> None:
         assert (enc(*_args(changed)) - ref).abs().max() > 1e-3
 
 
+def test_a_pixel_without_location_is_encoded_as_by_an_encoder_without_the_token(
+    presto: PixelTimeSeriesEncoder, reference: dict[str, torch.Tensor]
+) -> None:
+    # reference: the same weights in an encoder built without the lat/lon token (use_latlon=False)
+    no_token = PixelTimeSeriesEncoder(**{**presto.config, "use_latlon": False}).eval()
+    state = {k: v for k, v in presto.state_dict().items() if not k.startswith("latlon_embed")}
+    no_token.load_state_dict(state, strict=True)
+    inp = {k: reference[k][:16] for k in KEYS}
+    lost = inp["latlon"].clone()
+    lost[::2, 0] = float("nan")  # lat missing
+    lost[1::4, 1] = float("nan")  # lon missing (a NaN in either coordinate loses the location)
+    with torch.no_grad():
+        with_token = presto(*_args(inp))
+        got = presto(*_args({**inp, "latlon": lost}))
+        expected = no_token(*_args(inp))
+    gone = ~torch.isfinite(lost).all(1)
+    assert gone.sum() == 12 and torch.isfinite(got).all()
+    torch.testing.assert_close(got[gone], expected[gone], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[~gone], with_token[~gone], rtol=1e-5, atol=1e-5)  # others untouched
+    assert (got[gone] - with_token[gone]).abs().max() > 1e-2  # the location did matter
+
+
 def test_dynamic_world_missing_class_and_fully_missing_sample() -> None:
     enc = _model()
     inp = _inputs(B=3, seed=4)

@@ -332,6 +332,25 @@ def test_embed_real_parquet(exported, tmp_path):
     np.testing.assert_allclose(df[emb_cols].to_numpy(), ref, atol=ATOL, rtol=0)
 
 
+def test_embed_pixels_without_location_or_with_projected_coordinates(exported, tmp_path, capsys):
+    require_shared(REAL_FILES["wide"])
+    df = pd.read_parquet(REAL_FILES["wide"]).head(40)
+    df.loc[:9, "lat"] = np.nan
+    path, out = tmp_path / "w.parquet", tmp_path / "emb.parquet"
+    df.to_parquet(path)
+    assert embed_main(["--encoder", str(exported), str(path), "--out", str(out), "--quiet"]) == 0
+    assert "w.parquet: 10 samples have no location" in capsys.readouterr().err
+    emb = pd.read_parquet(out).filter(like="emb_").to_numpy()
+    assert np.isfinite(emb).all() and len(emb) == 40  # an embedding without the lat/lon token, not NaN
+    df["lat"] = 9_000_000.0  # UTM northing in metres
+    df.to_parquet(path)
+    out.unlink()
+    assert embed_main(["--encoder", str(exported), str(path), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "w.parquet: 40 of 40 samples have a location outside WGS84" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_embed_cube_has_pixel_rows_and_cols(exported, tmp_path):
     path = REAL_FILES["cube"]
     require_shared(path)

@@ -67,7 +67,9 @@ def _open_input(
             f"inputs.timesteps.max) for input {path}"
         )
     kind = detect_format(path)
-    samples, _ = read_input(path, t)
+    samples, report = read_input(path, t)
+    for note in report.notes:  # what the reader decided (units, padding, no location): said, not hidden
+        print(f"note: {path.name}: {note}", file=sys.stderr)
     return kind, t, len(samples), iter([samples])
 
 

@@ -303,7 +303,7 @@ class PixelTimeSeriesEncoder(nn.Module):
             batch: A :class:`~cropssl.schema.Batch`, or ``x`` ``[B, T, 17]`` with the other tensors.
             mask: ``[B, T, 17]`` bool, True = missing (default: nothing missing).
             month: ``[B, T]`` long, 0-11.
-            latlon: ``[B, 2]`` degrees (required if ``use_latlon``).
+            latlon: ``[B, 2]`` degrees (required if ``use_latlon``); a NaN row leaves its lat/lon token out.
             dynamic_world: ``[B, T]`` long, 9 = missing (default: all missing).
             skip_absent_dynamic_world: Leave the Dynamic World tokens out when no pixel of the batch has
                 any (the layout then ends before them; :meth:`forward` uses it, methods do not).
@@ -327,8 +327,11 @@ class PixelTimeSeriesEncoder(nn.Module):
         tokens: list[Tensor] = []
         pads: list[Tensor] = []
         if self.latlon_embed is not None and latlon is not None:
-            tokens.append(self.latlon_embed(cartesian(latlon.to(x.dtype))).unsqueeze(1))
-            pads.append(torch.zeros(bsz, 1, dtype=torch.bool, device=x.device))
+            # a pixel without a location (NaN lat or lon) has its lat/lon token missing, like any group
+            ll = latlon.to(x.dtype)
+            absent = ~torch.isfinite(ll).all(dim=-1, keepdim=True)  # [B, 1]
+            tokens.append(self.latlon_embed(cartesian(ll.masked_fill(absent, 0.0))).unsqueeze(1))
+            pads.append(absent)
         for i, g in enumerate(self.groups):
             sl = self._slices[g]
             if g in STATIC_GROUPS:

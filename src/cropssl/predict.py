@@ -204,8 +204,8 @@ def predict_cube(
         trust_pickle: Read a pickled head of an earlier cropssl (a pickle can run code: your own only).
 
     Returns:
-        A summary (``n_pixels``, ``n_nodata``, ``shape``, ``class_counts``, ``window``, ``seconds``,
-        ``px_per_s``, paths).
+        A summary (``n_pixels``, ``n_nodata``, ``shape``, ``class_counts``, ``window``, ``notes`` (the
+        ingest report's), ``seconds``, ``px_per_s``, paths).
 
     Raises:
         PredictError: head / encoder / input mismatch (names the band or encoder).
@@ -268,6 +268,7 @@ def predict_cube(
         "class_counts": {n: int((cls == c).sum()) for c, n in enumerate(names)},
         "missing_bands": missing,
         "window": report.window,
+        "notes": list(report.notes),
         "seconds": seconds,
         "px_per_s": len(samples) / seconds if seconds > 0 else float("inf"),
     }

@@ -123,6 +123,37 @@ def test_nonfinite_and_short_series_are_masked(tmp_path):
     assert len(s2) == 19 and report2.n_skipped_all_missing == 1
 
 
+def test_locations_outside_wgs84_degrees_are_refused_and_missing_ones_noted(tmp_path):
+    require_shared(REAL_FILES["wide"], REAL_FILES["long"])
+    df = pd.read_parquet(REAL_FILES["wide"]).head(20)
+    path = tmp_path / "w.parquet"
+    utm = df.copy()  # UTM zone 36N metres in the lat/lon columns
+    utm["lat"], utm["lon"] = 372_000.0 + 10 * np.arange(20), 581_000.0
+    utm.to_parquet(path)
+    with pytest.raises(InputFormatError, match=r"w.parquet: 20 of 20 samples .* projected coordinates"):
+        read_input(path, 12)
+    swapped = df.copy()
+    swapped["lat"], swapped["lon"] = 116.4, 39.9  # Beijing, the columns swapped
+    swapped.to_parquet(path)
+    with pytest.raises(InputFormatError, match="lat=116.4, lon=39.9.*swapped"):
+        read_input(path, 12)
+    lost = df.copy()
+    lost.loc[[3, 7], "lat"] = np.nan
+    lost.to_parquet(path)
+    s, report = read_input(path, 12)
+    assert len(s) == 20 and np.isnan(s.latlon[[3, 7], 0]).all() and np.isfinite(s.latlon[:3]).all()
+    assert any("2 samples have no location" in n for n in report.notes)
+    # the long layout: one sample's rows without coordinates
+    long = pd.read_parquet(REAL_FILES["long"])
+    first = long["sample_id"] == long["sample_id"].iloc[0]
+    long.loc[first, "lon"] = np.nan
+    path = tmp_path / "l.parquet"
+    long.to_parquet(path)
+    s, report = read_input(path, 12)
+    assert int(np.isnan(s.latlon[:, 1]).sum()) == 1
+    assert any("1 samples have no location" in n for n in report.notes)
+
+
 @pytest.mark.parametrize(
     ("name", "content", "match"),
     [

@@ -85,6 +85,9 @@ def test_spatial_blocks_hand_computed() -> None:
     assert spatial_blocks(latlon, 100).tolist() == ["0_0", "0_0", "1_0", "0_1", "-1_0"]
     with pytest.raises(ValueError):
         spatial_blocks(latlon, 0)
+    latlon[2, 1] = np.nan  # a sample without a location is refused, not put in block "<garbage>_<garbage>"
+    with pytest.raises(ValueError, match="1 of 5 samples have no location"):
+        spatial_blocks(latlon, 100)
 
 
 def test_group_split_val_grouped_spatial_blocks() -> None:

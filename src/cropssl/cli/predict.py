@@ -109,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{summary['seconds']:.1f} s, {summary['px_per_s']:.0f} px/s) and {summary['png']}; classes "
         f"{summary['class_counts']}; no-data {summary['n_nodata']} px"
     )
+    for note in summary["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     if summary["agreement"]:
         a = summary["agreement"]
         print(

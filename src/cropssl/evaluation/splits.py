@@ -145,10 +145,19 @@ def spatial_blocks(latlon: np.ndarray, block_size_km: float) -> np.ndarray:
     Returns:
         ``[N]`` object array of block ids.
 
+    Raises:
+        ValueError: If ``block_size_km <= 0`` or a sample has no location (NaN).
+
     """
     if not block_size_km > 0:
         raise ValueError(f"block_size_km must be > 0, got {block_size_km}")
     latlon = np.asarray(latlon, dtype=np.float64)
+    missing = ~np.isfinite(latlon).all(axis=1)
+    if missing.any():
+        raise ValueError(
+            f"{int(missing.sum())} of {len(latlon)} samples have no location (lat/lon missing) and cannot be "
+            "placed in a spatial block; split on a meta key (country, h3_l3_cell, source) or drop them"
+        )
     row = np.floor(latlon[:, 0] * KM_PER_DEGREE / block_size_km).astype(np.int64)
     center = (row + 0.5) * block_size_km / KM_PER_DEGREE
     km_per_deg_lon = KM_PER_DEGREE * np.maximum(np.cos(np.radians(np.clip(center, -89.9, 89.9))), 1e-3)

@@ -410,7 +410,13 @@ def finish(
     notes: list[str],
     **report_fields: Any,
 ) -> tuple[PixelSamples, IngestReport]:
-    """Drop samples with nothing observed, build the :class:`PixelSamples` and the report."""
+    """Drop samples with nothing observed, build the :class:`PixelSamples` and the report.
+
+    Raises:
+        InputFormatError: A lat/lon outside WGS84 degrees (projected metres, swapped columns).
+
+    """
+    notes = [*notes, *check_latlon(latlon, path)]
     keep = ~mask.all(axis=(1, 2))
     samples = PixelSamples(
         x=x,
@@ -434,3 +440,46 @@ def finish(
         **report_fields,
     )
     return samples, report
+
+
+def check_latlon(latlon: np.ndarray, path: str | Path) -> list[str]:
+    """Refuse coordinates that are not WGS84 degrees; note the samples that have none.
+
+    A missing (NaN) lat or lon is allowed: the encoder then leaves that pixel's lat/lon token out.
+
+    Args:
+        latlon: ``[N, 2]`` latitude and longitude as read.
+        path: The file, for the message.
+
+    Returns:
+        The notes for the ingest report (samples without a location).
+
+    Raises:
+        InputFormatError: If a finite latitude is outside [-90, 90] or a longitude outside [-180, 180].
+
+    """
+    latlon = np.asarray(latlon, dtype=np.float64)
+    lat, lon = latlon[:, 0], latlon[:, 1]
+    finite = np.isfinite(latlon).all(axis=1)
+    bad = finite & ((np.abs(lat) > 90) | (np.abs(lon) > 180))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        swapped = bool(((np.abs(lat[bad]) <= 180) & (np.abs(lon[bad]) <= 90)).all())
+        hint = (
+            "are the lat and lon columns swapped?"
+            if swapped
+            else "these look like projected coordinates (metres): reproject to EPSG:4326 degrees first"
+        )
+        raise InputFormatError(
+            f"{path}: {int(bad.sum())} of {len(latlon)} samples have a location outside WGS84 degrees "
+            f"(sample {i}: lat={lat[i]:g}, lon={lon[i]:g}; latitude must be in [-90, 90], longitude in "
+            f"[-180, 180]); {hint}"
+        )
+    n_missing = int((~finite).sum())
+    if not n_missing:
+        return []
+    return [
+        f"{n_missing} samples have no location (lat/lon missing): the encoder leaves their lat/lon token "
+        "out, and spatial-block splits cannot place them"
+    ]
+

@@ -482,4 +482,3 @@ def check_latlon(latlon: np.ndarray, path: str | Path) -> list[str]:
         f"{n_missing} samples have no location (lat/lon missing): the encoder leaves their lat/lon token "
         "out, and spatial-block splits cannot place them"
     ]
-

@@ -96,8 +96,8 @@ def test_a_view_transform_is_changed_or_left_out_by_name_on_the_command_line():
             ],
         )
     views = instantiate(cfg.method.views).global_transform
-    assert "noise" not in views.names and len(views) == 7
-    assert views.names[-1] == "latlon_jitter" and views["latlon_jitter"].std_deg == 3.0
+    assert "noise" not in views.names and len(views) == 8
+    assert views.names[-2] == "latlon_jitter" and views["latlon_jitter"].std_deg == 3.0
     # dino's global views are default's, with its own local ones
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         dino, default = (compose("pretrain", overrides=[f"augment={a}"]).augment for a in ("dino", "default"))

@@ -60,7 +60,8 @@ def assert_invariants(
 ) -> None:
     """x == 0 where missing; shapes; with the same time axis: the mask only grows, the rest is kept.
 
-    ``same_place=False`` lets the location move (LatLonJitter), within valid coordinates.
+    ``same_place=False`` lets the location move (LatLonJitter), within valid coordinates, or be hidden
+    (LatLonDropout: both coordinates NaN).
     """
     assert after.x.shape == after.mask.shape and after.x.shape[-1] == NUM_BANDS
     assert after.month.shape == after.x.shape[:2] == after.dynamic_world.shape
@@ -71,7 +72,10 @@ def assert_invariants(
     if same_place:
         assert torch.equal(after.latlon, before.latlon)
     else:
-        assert after.latlon[:, 0].abs().max() <= 90 and (after.latlon[:, 1].abs() <= 180).all()
+        known = torch.isfinite(after.latlon)
+        assert torch.equal(known[:, 0], known[:, 1]), "a location was half hidden"
+        ll = after.latlon[known[:, 0]]
+        assert (ll[:, 0].abs() <= 90).all() and (ll[:, 1].abs() <= 180).all()
     if same_time:
         assert after.x.shape == before.x.shape
         assert not (before.mask & ~after.mask).any(), "a missing value became present"
@@ -89,6 +93,7 @@ ALL_TRANSFORMS = {
     "noise": V.GaussianNoise(0.1),
     "jitter": V.MultiplicativeJitter(0.1),
     "latlon": V.LatLonJitter(2.0),
+    "latlon_drop": V.LatLonDropout(0.5),
 }
 
 
@@ -96,7 +101,7 @@ ALL_TRANSFORMS = {
 def test_every_transform_keeps_the_invariants_and_does_not_mutate(batch: Batch, name: str) -> None:
     copy = {k: getattr(batch, k).clone() for k in ("x", "mask", "month", "dynamic_world", "latlon")}
     out = ALL_TRANSFORMS[name](batch, gen())
-    assert_invariants(batch, out, same_time=name != "window", same_place=name != "latlon")
+    assert_invariants(batch, out, same_time=name != "window", same_place=not name.startswith("latlon"))
     for k, v in copy.items():
         assert torch.equal(getattr(batch, k), v), f"{name} modified the input's {k}"
 
@@ -326,6 +331,18 @@ def test_latlon_jitter_clips_latitude_and_wraps_longitude() -> None:
         torch.testing.assert_close(f(torch.deg2rad(out[:, 1])), f(moved), atol=1e-4, rtol=0)
 
 
+def test_latlon_dropout_hides_whole_locations_of_a_share_p_and_nothing_else() -> None:
+    big = make_batch(n=4000, seed=5)
+    out = V.LatLonDropout(0.3)(big, gen(16))
+    hidden = torch.isnan(out.latlon)
+    assert torch.equal(hidden[:, 0], hidden[:, 1]) and abs(float(hidden[:, 0].float().mean()) - 0.3) < 0.03
+    assert torch.equal(out.latlon[~hidden[:, 0]], big.latlon[~hidden[:, 0]])
+    assert torch.equal(out.x, big.x) and torch.equal(out.mask, big.mask)
+    assert torch.equal(hidden, torch.isnan(V.LatLonDropout(0.3)(big, gen(16)).latlon))  # reproducible
+    # a hidden location stays hidden through the jitter that may follow it
+    assert torch.equal(torch.isnan(V.LatLonJitter(1.0)(out, gen(17)).latlon), hidden)
+
+
 @pytest.mark.parametrize("p", [0.25, 0.6])
 def test_per_sample_probability_is_respected(p: float) -> None:
     big = make_batch(n=4000, seed=2)
@@ -355,7 +372,7 @@ def test_compose_is_deterministic_with_a_seeded_generator(batch: Batch) -> None:
     a, b, c = t(batch, gen(42)), t(batch, gen(42)), t(batch, gen(43))
     assert_invariants(batch, a, same_time=False, same_place=False)
     for k in ("x", "mask", "month", "dynamic_world", "latlon"):
-        assert torch.equal(getattr(a, k), getattr(b, k))
+        torch.testing.assert_close(getattr(a, k), getattr(b, k), rtol=0, atol=0, equal_nan=True)
     assert not torch.equal(a.mask, c.mask)
     torch.manual_seed(0)
     d = t(batch)

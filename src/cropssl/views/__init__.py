@@ -11,7 +11,8 @@ except :class:`RandomTemporalWindow`, which re-indexes time: each kept timestep 
 mask, its month and its Dynamic World class with it, and the padding it adds is missing.
 
 :class:`LatLonJitter` moves only the location (lat/lon), so that two views of a pixel cannot be matched
-by a location they share exactly.
+by a location they share exactly; :class:`LatLonDropout` hides it (NaN: the encoder leaves the lat/lon
+token out).
 
 Each transform has a per-sample probability ``p`` of being applied. Random draws use the ``generator``
 when one is given (on the generator's device, then moved to the batch's device), so a seeded CPU
@@ -29,6 +30,7 @@ from cropssl.views.base import Compose, Transform, band_mask
 from cropssl.views.generator import ViewGenerator
 from cropssl.views.masks import (
     ChannelGroupDropout,
+    LatLonDropout,
     RandomTemporalWindow,
     SensorDropout,
     SyntheticCloudMask,
@@ -40,6 +42,7 @@ __all__ = [
     "ChannelGroupDropout",
     "Compose",
     "GaussianNoise",
+    "LatLonDropout",
     "LatLonJitter",
     "MultiplicativeJitter",
     "RandomTemporalWindow",

@@ -225,3 +225,26 @@ class SyntheticCloudMask(Transform):
         cloudy = (rand((B, T), generator, dev) < self.p_cloud) & applied[:, None]
         hide = cloudy[:, :, None] & S2_BANDS.to(dev)
         return apply_mask(batch, hide, cloudy if self.drop_dynamic_world else None)
+
+
+class LatLonDropout(Transform):
+    """Hide a sample's location: its lat/lon becomes NaN, so the encoder leaves the lat/lon token out.
+
+    Two views of a pixel share the location exactly, and a joint-embedding objective can be met by
+    encoding the location alone (``experiments/ssl_quality``: the transfer of Barlow Twins, VICReg, BYOL
+    and MoCo v3 to a held-out region collapses with the token and recovers without it). Drawn per view,
+    ``p = 0.5`` gives half the pairs the location in one view only: the objective then asks the embedding
+    not to depend on the location beyond what the pixel's data says, while the encoder keeps its
+    lat/lon token (Presto's weights and every export carry it) and still sees it in most views.
+
+    Args:
+        p: Probability that a sample's location is hidden.
+
+    """
+
+    def __call__(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
+        """Hide the locations of some samples (the others keep theirs exactly)."""
+        if self.p == 0:  # no random draws: configs that leave it off keep their views bit for bit
+            return batch
+        applied = self._applied(len(batch), generator, batch.latlon.device)
+        return batch.replace(latlon=batch.latlon.masked_fill(applied[:, None], float("nan")))

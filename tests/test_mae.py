@@ -62,13 +62,15 @@ def _targets(mae: MAE, batch: Batch, hide: torch.Tensor) -> torch.Tensor:
     return out & ~batch.mask
 
 
-@pytest.mark.parametrize("with_dw", [False, True])
-def test_visible_token_mae_equals_the_all_token_formulation(with_dw):
+@pytest.mark.parametrize("variant", ["plain", "dynamic_world", "no_location"])
+def test_visible_token_mae_equals_the_all_token_formulation(variant):
     mae = _mae()
     batch = _batch()
-    if with_dw:  # some Dynamic World observed: their tokens are visible, not padded
+    if variant == "dynamic_world":  # some Dynamic World observed: their tokens are visible, not padded
         dw = torch.randint(0, 10, batch.month.shape)
         batch = batch.replace(dynamic_world=dw)
+    if variant == "no_location":  # pixels without lat/lon: their (non-dynamic) lat/lon token is padded
+        batch = batch.replace(latlon=batch.latlon.index_fill(0, torch.arange(0, len(batch), 3), float("nan")))
     hide = mae.hidden_tokens(len(batch), 12, batch.x.device)
     with torch.no_grad():
         pred, _, empty = mae.reconstruct(batch, hide)

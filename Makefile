@@ -46,6 +46,7 @@ bench: install ## Benchmarks: ingest, shards, stream, encoder, training steps an
 	$(BIN)/python experiments/benchmarks/bench_data.py --pixels 1000000
 	$(BIN)/python experiments/benchmarks/vs_presto.py
 	$(BIN)/python experiments/benchmarks/attention_bound.py
+	$(BIN)/python experiments/benchmarks/cpu_ceiling.py
 
 clean: ## Remove the work dir, runs and caches (keeps .venv)
 	rm -rf $(WORK) runs multirun outputs .pytest_cache .ruff_cache

@@ -19,6 +19,7 @@ GROUPS = [
     "encoder",
     "experiment",
     "hparams_search",
+    "location",
     "logger",
     "method",
     "start",
@@ -102,3 +103,20 @@ def test_a_view_transform_is_changed_or_left_out_by_name_on_the_command_line():
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         dino, default = (compose("pretrain", overrides=[f"augment={a}"]).augment for a in ("dino", "default"))
     assert dino.global_transform == default.global_transform and dino.n_local == 4
+
+
+def test_the_joint_embedding_families_leave_the_latlon_token_out_and_the_command_line_wins():
+    """configs/location/: BYOL, MoCo v3, Barlow Twins and VICReg select an encoder without the lat/lon token
+    (their views share the location exactly), whatever the encoder size; the others keep it; ``location=``
+    and ``encoder.use_latlon=`` on the command line win over a method's choice."""
+    expected = {"mae": True, "simclr": True, "dino": True, "distill": True}
+    expected |= dict.fromkeys(["byol", "mocov3", "barlow", "vicreg"], False)
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        for method, token in expected.items():
+            for enc in ("presto", "small"):
+                cfg = compose("pretrain", overrides=[f"method={method}", f"encoder={enc}"])
+                assert cfg.encoder.use_latlon is token, (method, enc)
+                assert (instantiate(cfg.encoder).latlon_embed is not None) is token
+        for override in ("location=token", "encoder.use_latlon=true"):
+            assert compose("pretrain", overrides=["method=byol", override]).encoder.use_latlon is True
+        assert compose("pretrain", overrides=["method=mae", "location=no_token"]).encoder.use_latlon is False

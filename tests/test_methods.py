@@ -298,11 +298,24 @@ def test_from_weights_continue_bundle_restores_heads_and_teacher_and_other_metho
 
     simclr = build("simclr")  # another method: the encoder loads (strict), the heads start fresh
     fresh_head = simclr.projector.layers[0].weight.clone()
+    fresh_token = simclr.encoder.latlon_embed.weight.clone()
     report = init_from_weights(simclr, str(ckpt), strict=True)
     for k, v in simclr.encoder.state_dict().items():
-        torch.testing.assert_close(v, saved[f"encoder.{k}"], rtol=0, atol=0, msg=k)
+        if not k.startswith("latlon_embed."):
+            torch.testing.assert_close(v, saved[f"encoder.{k}"], rtol=0, atol=0, msg=k)
     assert not report["teacher_loaded"] and report["loaded"] and not report["ignored"]
     torch.testing.assert_close(simclr.projector.layers[0].weight, fresh_head)
+    # BYOL's encoder has no lat/lon token (configs/location/): SimCLR's starts fresh, reported, not refused
+    assert "latlon_embed." not in " ".join(saved) and report["initialised"] == [
+        "encoder.latlon_embed.weight",
+        "encoder.latlon_embed.bias",
+    ]
+    torch.testing.assert_close(simclr.encoder.latlon_embed.weight, fresh_token)
+    # ... and the other way: SimCLR's token is left out of a BYOL encoder, strict or not
+    simclr_ckpt = tmp_path / "simclr.ckpt"
+    torch.save({"state_dict": simclr.state_dict(), "cropssl": {"method": "simclr"}}, simclr_ckpt)
+    report = init_from_weights(build("byol"), str(simclr_ckpt), strict=True)
+    assert report["ignored"] == ["encoder.latlon_embed.weight", "encoder.latlon_embed.bias"]
 
     dino = build("dino")  # a teacher method from another method's weights: teacher = loaded student
     init_from_weights(dino, str(ckpt))

@@ -166,7 +166,10 @@ def _match_state(
     ]
     missing = [k for k in own if k not in source]
     unexpected = [k for k in source if k not in own]
-    if strict and (mismatched or missing or unexpected):
+    # the lat/lon token is a choice (configs/location/), not another architecture: a source with it loads
+    # into an encoder without it (its token weights ignored) and the other way (the token starts fresh)
+    differs = [k for k in missing + unexpected if "latlon_embed." not in k]
+    if strict and (mismatched or differs):
         raise ValueError(
             f"{what} does not match this architecture (strict mode). Shape mismatches: {mismatched[:10]}; "
             f"missing in the source: {missing[:10]}; not in this model: {unexpected[:10]}. "

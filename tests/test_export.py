@@ -34,7 +34,7 @@ from cropssl.export import (
 )
 from cropssl.schema import BANDS, NORM_ADD, NORM_DIV, Batch
 from tests.conftest import REAL_FILES, make_samples, require_shared
-from tests.test_pretrain import TINY, pretrain
+from tests.test_pretrain import TINY, pretrain, tiny
 
 ATOL = 1e-5
 
@@ -150,6 +150,29 @@ def test_all_formats_match_the_checkpoint_encoder(exported, tiny_ckpt):
         np.testing.assert_allclose(got, ref, atol=ATOL, rtol=0)
         np.testing.assert_allclose(got_ts, ref, atol=ATOL, rtol=0)
         np.testing.assert_allclose(got_onnx, ref, atol=ATOL, rtol=0)
+
+
+def test_an_encoder_without_the_latlon_token_exports_and_ignores_the_location(export_shards, tmp_path):
+    """A BYOL run (``location=no_token``, its default) exports to ONNX too; both backends agree with
+    the checkpoint's encoder, and moving the pixels elsewhere, or hiding where they are, changes nothing."""
+    run = tmp_path / "run"
+    pretrain(*tiny("byol"), f"data.train={export_shards}", "trainer.max_steps=3", f"run_dir={run}")
+    out = tmp_path / "enc"
+    export_encoder(run / "checkpoints" / "last.ckpt", out, formats=["safetensors", "onnx"])
+    assert json.loads((out / "config.json").read_text())["encoder_config"]["use_latlon"] is False
+    ref_enc = _ckpt_encoder(run / "checkpoints" / "last.ckpt")
+    assert ref_enc.latlon_embed is None
+    b = _batch()
+    moved = b.replace(latlon=torch.stack([-b.latlon[:, 0], b.latlon[:, 1] + 90.0], dim=1))
+    hidden = b.replace(latlon=torch.full_like(b.latlon, float("nan")))
+    with torch.inference_mode():
+        ref = ref_enc(b).numpy()
+        for backend in ("torch", "onnx"):
+            enc = load_encoder(out, backend=backend)
+            outs = [np.asarray(enc(x)) for x in (b, moved, hidden)]
+            np.testing.assert_allclose(outs[0], ref, atol=ATOL, rtol=0, err_msg=backend)
+            np.testing.assert_array_equal(outs[1], outs[0], err_msg=backend)
+            np.testing.assert_array_equal(outs[2], outs[0], err_msg=backend)
 
 
 def test_load_encoder_without_lightning_hydra_timm(exported, tmp_path):

@@ -8,7 +8,8 @@ exponentials, one per 32 multiply-adds: with a head size of 16 the softmax, not 
 pace. This times, on 32-pixel chunks (what the eager encoder runs, ``cropssl.encoder``) and per pixel for
 both blocks, in interleaved rounds (median): the fused attention kernel (``scaled_dot_product_attention``,
 fp32 and bf16), its two batched products alone (``q @ k^T``, ``p @ v``), the softmax alone, ``exp`` alone
-over the same number of scores, and for scale the block's linear layers (qkv, projection, MLP) in fp32.
+over the same number of scores, and for scale the block's linear layers (qkv, projection, MLP) in fp32;
+with ``--flex`` also Inductor's compiled CPU flex-attention kernel in fp32 and bf16.
 Read the shares, not the absolute times, on a shared machine.
 """
 
@@ -32,7 +33,9 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
     return (time.perf_counter() - t0) / repeats
 
 
-def contenders(chunk: int, tokens: int, d: int, heads: int) -> dict[str, Callable[[], object]]:
+def contenders(
+    chunk: int, tokens: int, d: int, heads: int, flex: bool = False
+) -> dict[str, Callable[[], object]]:
     """The operations to time, on one chunk of ``chunk`` pixels (one block)."""
     g = torch.Generator().manual_seed(0)
     hd = d // heads
@@ -48,9 +51,17 @@ def contenders(chunk: int, tokens: int, d: int, heads: int) -> dict[str, Callabl
         proj(x)
         return fc2(F.gelu(fc1(x)))
 
-    return {
+    ops: dict[str, Callable[[], object]] = {
         "fused attention fp32": lambda: F.scaled_dot_product_attention(q, k, v),
         "fused attention bf16": lambda: F.scaled_dot_product_attention(qb, kb, vb),
+    }
+    if flex:  # Inductor's CPU flex-attention template (compiled here: a C++ compiler is needed)
+        from torch.nn.attention.flex_attention import flex_attention
+
+        compiled = torch.compile(flex_attention, dynamic=False)
+        ops["flex attention fp32 (compiled)"] = lambda: compiled(q, k, v)
+        ops["flex attention bf16 (compiled)"] = lambda: compiled(qb, kb, vb)
+    return ops | {
         "q @ k^T and p @ v only (fp32)": lambda: (q @ k.transpose(-1, -2)) @ v,
         "softmax only (fp32)": lambda: scores.softmax(-1),
         "exp only (fp32)": lambda: scores.exp(),
@@ -67,9 +78,10 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=32)
     p.add_argument("--tokens", type=int, default=98)
     p.add_argument("--depth", type=int, default=2)
+    p.add_argument("--flex", action="store_true", help="also time torch.compile'd flex_attention")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    ops = contenders(a.chunk, a.tokens, d=128, heads=8)
+    ops = contenders(a.chunk, a.tokens, d=128, heads=8, flex=a.flex)
     times: dict[str, list[float]] = {name: [] for name in ops}
     with torch.inference_mode():
         for _ in range(a.rounds):

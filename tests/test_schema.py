@@ -83,3 +83,26 @@ def test_batch_concat_inverts_select():
     assert back.meta == {} and Batch.concat([b]).meta is b.meta
     with pytest.raises(ValueError, match="nothing"):
         Batch.concat([])
+
+
+def test_a_batch_pickles_cpu_tensors_by_value_and_other_tensors_the_default_way():
+    """A DataLoader worker's batch goes through a pipe: CPU tensors travel as their bytes (no shared-memory
+    segment per tensor), come back equal and writable; bfloat16 / grad tensors keep torch's own pickling."""
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    b = Batch.from_samples(make_samples(64, seed=1))
+    payload = bytes(ForkingPickler.dumps(b))
+    tensor_bytes = sum(t.numel() * t.element_size() for t in (b.x, b.mask, b.month, b.latlon))
+    assert len(payload) > tensor_bytes  # the values themselves, not handles to shared memory
+    back = pickle.loads(payload)
+    for name in ("x", "mask", "month", "latlon", "dynamic_world", "label"):
+        got, want = getattr(back, name), getattr(b, name)
+        assert got.dtype == want.dtype and torch.equal(got, want), name
+    assert back.meta == b.meta
+    back.x += 1  # writable, and not the original's memory
+    assert not torch.equal(back.x, b.x)
+    odd = b.replace(x=b.x.bfloat16(), latlon=b.latlon.clone().requires_grad_())
+    again = pickle.loads(pickle.dumps(odd))
+    assert again.x.dtype == torch.bfloat16 and torch.equal(again.x, odd.x)
+    assert torch.equal(again.latlon.detach(), odd.latlon.detach())

@@ -157,3 +157,20 @@ def test_invalid_manifest_and_mixed_shapes_are_named(tmp_path):
     (tmp_path / "t6" / "manifest.json").write_text('{"format": "cropssl-shards", "shards": [')
     with pytest.raises(ShardError, match="t6/manifest.json is not valid JSON.*cropssl-shard"):
         PixelStream(str(tmp_path / "t6"))
+
+
+def test_a_worker_sends_the_same_batches_as_the_stream_makes_in_process(shard_dir):
+    """One worker, one shard stream: the batches that cross the process boundary (pickled by value,
+    ``Batch.__reduce__``) are those made in-process, tensor for tensor, dtype for dtype, meta included."""
+    import torch
+
+    from cropssl.schema import TENSOR_FIELDS
+
+    stream = PixelStream(shard_dir, batch_size=64, shuffle_buffer=200, seed=3)
+    local, remote = list(stream), list(make_loader(stream, num_workers=1))
+    assert len(local) == len(remote) > 10
+    for a, b in zip(local, remote, strict=True):
+        for f in TENSOR_FIELDS:
+            assert getattr(a, f).dtype == getattr(b, f).dtype
+            assert torch.equal(getattr(a, f), getattr(b, f)), f
+        assert a.meta == b.meta

@@ -327,14 +327,7 @@ class Batch:
             import torch
 
             idx = torch.as_tensor(idx)
-        return Batch(
-            x=self.x[idx],
-            mask=self.mask[idx],
-            month=self.month[idx],
-            latlon=self.latlon[idx],
-            dynamic_world=self.dynamic_world[idx],
-            label=self.label[idx],
-        )
+        return Batch(**{f: getattr(self, f)[idx] for f in TENSOR_FIELDS})
 
     @staticmethod
     def concat(batches: Sequence[Batch]) -> Batch:
@@ -353,8 +346,8 @@ class Batch:
 
         A DataLoader worker sends every batch through a pipe. By default torch first moves each tensor to a
         shared-memory segment of its own, and for these small batches that cost more than making them:
-        shard -> batch ran at 37k px/s with one worker against 144k in-process; by value, 99k (two workers
-        130k; ``experiments/benchmarks/bench_data.py``).
+        shard -> batch ran at 37k px/s with one worker (two: 51k) against 167k in-process; by value, 116k
+        (two: 128k; ``experiments/benchmarks/bench_data.py --stream``).
         """
         fields = tuple(getattr(self, f) for f in TENSOR_FIELDS)
         try:  # CPU tensors without gradients; CUDA / bfloat16 / grad tensors and arrays keep the default
@@ -365,14 +358,8 @@ class Batch:
 
     def to(self, device: Any, non_blocking: bool = False) -> Batch:
         """Move the tensor fields to ``device`` (Lightning's default batch transfer calls this)."""
-        kw = {"non_blocking": non_blocking}
         return self.replace(
-            x=self.x.to(device, **kw),
-            mask=self.mask.to(device, **kw),
-            month=self.month.to(device, **kw),
-            latlon=self.latlon.to(device, **kw),
-            dynamic_world=self.dynamic_world.to(device, **kw),
-            label=self.label.to(device, **kw),
+            **{f: getattr(self, f).to(device, non_blocking=non_blocking) for f in TENSOR_FIELDS}
         )
 
     @staticmethod

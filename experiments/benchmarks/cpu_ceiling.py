@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vs_presto import interleaved, official_encoder, official_presto
+from vs_presto import interleaved, official_embed, official_encoder, official_presto
 
 from cropssl.encoder import PixelTimeSeriesEncoder
 from cropssl.profiling import dense_batch, encoder_macs_per_sample
@@ -62,14 +62,7 @@ def main() -> None:
     batch = dense_batch(a.batch_size, 12)
     if presto_mod is not None:
         enc = official_encoder(presto_mod)
-        contenders["official encoder"] = lambda: enc(
-            batch.x,
-            batch.dynamic_world,
-            batch.latlon,
-            mask=batch.mask.float(),
-            month=batch.month,
-            eval_task=True,
-        )
+        contenders["official encoder"] = lambda: official_embed(enc, batch)
     with torch.inference_mode():
         times = interleaved(contenders, a.rounds, 3)
     rate = {k: prods[k][1] / statistics.median(times[f"{k} product"]) for k in prods}

@@ -158,6 +158,17 @@ def official_encoder(presto_mod: object) -> torch.nn.Module:
     return model.encoder.eval()
 
 
+def official_embed(encoder: torch.nn.Module, b: object, chunk: int | None = None) -> torch.Tensor:
+    """The official encoder's embeddings of a cropssl ``Batch``, ``chunk`` pixels per call (None: one)."""
+
+    def one(p: object) -> torch.Tensor:
+        return encoder(p.x, p.dynamic_world, p.latlon, mask=p.mask.float(), month=p.month, eval_task=True)
+
+    if chunk is None:
+        return one(b)
+    return torch.cat([one(b.select(slice(i, i + chunk))) for i in range(0, len(b), chunk)])
+
+
 def reference_batch(n: int) -> tuple[object, torch.Tensor]:
     """``n`` pixels cycled from Presto's 48 real reference pixels (their real missing-value masks)."""
     import numpy as np
@@ -201,31 +212,13 @@ def bench_inference(batch_size: int, rounds: int, export_dir: Path | None) -> di
         if presto_mod is not None:
             official = official_encoder(presto_mod)
             if label == "dense":
-
-                def run_official(b=batch, enc=official) -> torch.Tensor:
-                    return enc(
-                        b.x, b.dynamic_world, b.latlon, mask=b.mask.float(), month=b.month, eval_task=True
-                    )
+                contenders["official Presto encoder"] = lambda b=batch, e=official: official_embed(e, b)
+                # the official code fed the cache-sized chunks cropssl uses (a fair bound)
+                contenders["official Presto encoder, 32-px chunks"] = lambda b=batch, e=official: (
+                    official_embed(e, b, chunk=32)
+                )
             else:  # varying missing tokens: the official mask_tokens needs one sample at a time
-
-                def run_official(b=batch, enc=official) -> torch.Tensor:
-                    return torch.cat([
-                        enc(b.x[i : i + 1], b.dynamic_world[i : i + 1], b.latlon[i : i + 1],
-                            mask=b.mask[i : i + 1].float(), month=b.month[i : i + 1], eval_task=True)
-                        for i in range(len(b))
-                    ])  # fmt: skip
-
-            contenders["official Presto encoder"] = run_official
-            if label == "dense":  # the official code fed the cache-sized chunks cropssl uses (a fair bound)
-
-                def run_official_chunked(b=batch, enc=official, n=32) -> torch.Tensor:
-                    return torch.cat([
-                        enc(b.x[i : i + n], b.dynamic_world[i : i + n], b.latlon[i : i + n],
-                            mask=b.mask[i : i + n].float(), month=b.month[i : i + n], eval_task=True)
-                        for i in range(0, len(b), n)
-                    ])  # fmt: skip
-
-                contenders["official Presto encoder, 32-px chunks"] = run_official_chunked
+                contenders["official Presto encoder"] = lambda b=batch, e=official: official_embed(e, b, 1)
         for name, enc in backends.items():
             contenders[f"cropssl {name}"] = lambda b=batch, e=enc: e(b)
         if int8_unavailable() is None:  # calibrated on the first pixels it embeds: one per kind of input
